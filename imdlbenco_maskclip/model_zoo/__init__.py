@@ -1,0 +1,1 @@
+from .maskclip import MaskCLIP  # noqa: F401
