@@ -1,0 +1,169 @@
+"""Fixes for IMDL-BenCo 0.1.45 so that its own trainer, tester, ``misc`` helpers and
+evaluators run on CPU (gloo) and in a single process, not only under torchrun on CUDA.
+
+Every fix is listed in ``PATCHES`` with the reason it exists; ``tests/test_compat.py``
+shows each BenCo behaviour failing without its fix. Nothing here changes what BenCo
+computes on its production path (torchrun + NCCL on CUDA): the patched functions do the
+same collective calls, only on the device the process group can use.
+
+Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in place of
+``misc.init_distributed_mode``.
+"""
+import argparse
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+
+PATCHES = {
+    "SmoothedValue.synchronize_between_processes":
+        "reduces a tensor created with device='cuda', so metric logging fails on a gloo "
+        "(CPU) process group",
+    "misc.all_reduce_mean / misc.all_reduce":
+        "call .cuda() on the value, so loss logging fails with more than one CPU process",
+    "torch.cuda.synchronize":
+        "train_one_epoch calls it twice per step, which raises on a machine without a "
+        "CUDA driver; it now does nothing when CUDA is unavailable",
+    "torch.load of BenCo checkpoints":
+        "misc.save_model stores args (an argparse.Namespace), which torch>=2.6's "
+        "weights_only loading refuses, so misc.load_model cannot resume; Namespace is "
+        "allowed as a safe global",
+    "init_distributed_mode":
+        "BenCo's hard-codes torch.cuda.set_device and NCCL; in a single process it sets "
+        "up no process group, while ImageF1/ImageAUC/ImageAccuracy call dist.all_gather "
+        "unconditionally (see init_distributed_mode below)",
+}
+
+# BenCo's (and torch's) functions as they were before apply_patches, for the tests that
+# show each one failing.
+ORIGINALS = {}
+_applied = False
+_print_wrapped = False
+
+
+def _collective_device() -> torch.device:
+    """The device that tensors handed to the current process group must live on."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _synchronize_between_processes(self):
+    if not misc.is_dist_avail_and_initialized():
+        return
+    t = torch.tensor([self.count, self.total], dtype=torch.float64, device=_collective_device())
+    dist.barrier()
+    dist.all_reduce(t)
+    t = t.tolist()
+    self.count = int(t[0] + 0.5)  # counts travel as float64; round as BenCo does
+    self.total = t[1]
+
+
+def _all_reduce(x, mean):
+    world_size = misc.get_world_size()
+    if world_size == 1:
+        return x
+    reduced = torch.tensor(x, device=_collective_device())
+    dist.all_reduce(reduced)
+    if mean:
+        reduced /= world_size
+    return reduced.item()
+
+
+def _all_reduce_sum(x):
+    return _all_reduce(x, mean=False)
+
+
+def _all_reduce_mean(x):
+    return _all_reduce(x, mean=True)
+
+
+def apply_patches() -> None:
+    """Install the fixes listed in ``PATCHES``. Idempotent."""
+    global _applied
+    if _applied:
+        return
+    ORIGINALS.update(
+        synchronize_between_processes=misc.SmoothedValue.synchronize_between_processes,
+        all_reduce_mean=misc.all_reduce_mean,
+        all_reduce=misc.all_reduce,
+        cuda_synchronize=torch.cuda.synchronize,
+        init_distributed_mode=misc.init_distributed_mode,
+    )
+    misc.SmoothedValue.synchronize_between_processes = _synchronize_between_processes
+    misc.all_reduce_mean = _all_reduce_mean
+    misc.all_reduce = _all_reduce_sum
+
+    cuda_synchronize = ORIGINALS["cuda_synchronize"]
+
+    def synchronize_if_cuda(device=None):
+        if torch.cuda.is_available():
+            cuda_synchronize(device)
+
+    torch.cuda.synchronize = synchronize_if_cuda
+    allow_args_in_checkpoints()
+    _applied = True
+
+
+def allow_args_in_checkpoints() -> None:
+    """Let ``torch.load`` (weights_only) read the ``args`` that ``misc.save_model`` stores."""
+    torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def resolve_device(args) -> torch.device:
+    """``args.device`` as a torch.device, pinned to this process's GPU under torchrun."""
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"--device {args.device} was asked for but CUDA is not available here; "
+                "pass --device cpu for a CPU run.")
+        if device.index is None:
+            device = torch.device("cuda", getattr(args, "gpu", 0) or 0)
+    return device
+
+
+def init_distributed_mode(args) -> None:
+    """Set up the process group the way BenCo's training and evaluation code expects.
+
+    Under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set): NCCL on CUDA, BenCo's own
+    production path, or gloo with ``--device cpu``; ``args.distributed`` is True.
+
+    In a single process: a world-size-1 group on an in-process store, because BenCo's
+    image-level evaluators gather across ranks unconditionally. ``args.distributed`` stays
+    False, so samplers and BenCo's tester treat the run as single-process (no tail pass).
+    """
+    apply_patches()
+    on_cuda = torch.device(args.device).type == "cuda"
+    backend = "nccl" if on_cuda else "gloo"
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if launched:
+        args.rank = int(os.environ["RANK"])
+        args.world_size = int(os.environ["WORLD_SIZE"])
+        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        args.rank, args.world_size, args.gpu = 0, 1, 0
+    args.distributed = launched and args.world_size > 1
+    args.dist_backend = backend
+    if on_cuda:
+        resolve_device(args)  # fails clearly when CUDA is missing
+        torch.cuda.set_device(args.gpu)
+
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(minutes=30)
+        if launched:
+            dist.init_process_group(backend=backend, init_method=getattr(args, "dist_url", "env://"),
+                                    world_size=args.world_size, rank=args.rank, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, store=dist.HashStore(),
+                                    world_size=1, rank=0, timeout=timeout)
+    if args.distributed:
+        print(f"| distributed init (rank {args.rank}/{args.world_size}, {backend})", flush=True)
+        dist.barrier()
+    global _print_wrapped
+    if not _print_wrapped:  # BenCo wraps builtins.print again on every call
+        misc.setup_for_distributed(args.rank == 0)
+        _print_wrapped = True

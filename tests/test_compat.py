@@ -1,0 +1,182 @@
+"""Each BenCo 0.1.45 fix in imdlbenco_maskclip.compat: the stock behaviour fails, the fixed one works."""
+import argparse
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.evaluation import ImageAccuracy, ImageAUC, ImageF1
+from IMDLBenCo.training_scripts.trainer import train_one_epoch
+
+from imdlbenco_maskclip import compat
+
+compat.apply_patches()
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="shows a failure that only a CPU-only machine has")
+
+
+@pytest.fixture(autouse=True)
+def no_process_group_left_behind():
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def single_process_args():
+    return argparse.Namespace(device="cpu", dist_url="env://")
+
+
+def hand_f1(pred, label):
+    tp = ((pred > 0.5) & (label == 1)).sum().item()
+    fp = ((pred > 0.5) & (label == 0)).sum().item()
+    fn = ((pred <= 0.5) & (label == 1)).sum().item()
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def test_image_evaluators_need_the_single_process_group():
+    pred = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6])
+    label = torch.tensor([1, 0, 0, 1, 1])
+    stock = ImageF1()
+    stock.batch_update(pred, label)
+    with pytest.raises((RuntimeError, ValueError)):
+        stock.epoch_update()  # dist.all_gather without any process group
+
+    args = single_process_args()
+    compat.init_distributed_mode(args)
+    assert args.distributed is False and args.world_size == 1 and dist.get_backend() == "gloo"
+    f1, acc, auc = ImageF1(), ImageAccuracy(), ImageAUC()
+    for evaluator in (f1, acc, auc):
+        evaluator.batch_update(pred, label)
+    assert f1.epoch_update().item() == pytest.approx(hand_f1(pred, label), abs=1e-6)
+    assert float(acc.epoch_update()) == pytest.approx(3 / 5)
+    # AUC as the share of (positive, negative) pairs ranked right: 0.9 beats both negatives,
+    # 0.4 and 0.6 beat only 0.2
+    assert float(auc.epoch_update()) == pytest.approx(4 / 6)
+
+
+def test_metric_logger_synchronises_on_gloo():
+    compat.init_distributed_mode(single_process_args())
+    meter = misc.SmoothedValue()
+    meter.update(3.0, n=2)
+    with pytest.raises(RuntimeError):
+        compat.ORIGINALS["synchronize_between_processes"](meter)  # device='cuda'
+    meter.synchronize_between_processes()
+    assert (meter.count, meter.total) == (2, 3.0)
+
+
+@no_cuda
+def test_cuda_synchronize_is_a_no_op_without_cuda():
+    with pytest.raises((RuntimeError, AssertionError)):
+        compat.ORIGINALS["cuda_synchronize"]()
+    torch.cuda.synchronize()  # the patched one, as BenCo's trainer calls it
+
+
+def test_benco_checkpoint_resumes(tmp_path):
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    scaler = misc.NativeScalerWithGradNormCount()
+    args = argparse.Namespace(output_dir=str(tmp_path), resume="", start_epoch=0)
+    misc.save_model(args, 4, model, model, optimizer, scaler)
+    args.resume = str(tmp_path / "checkpoint-4.pth")
+
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        with pytest.raises(Exception, match="[Ww]eights only"):
+            misc.load_model(args, model, optimizer, scaler)
+    finally:
+        torch.serialization.add_safe_globals(allowed)
+    compat.allow_args_in_checkpoints()
+    misc.load_model(args, model, optimizer, scaler)
+    assert args.start_epoch == 5
+
+
+class _TinySegmenter(torch.nn.Module):
+    """Just enough of BenCo's model contract to drive train_one_epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, image, mask, **kwargs):
+        logits = self.conv(image)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, mask)
+        return {"backward_loss": loss, "visual_loss": {"loss": loss.detach()},
+                "pred_mask": torch.sigmoid(logits)}
+
+
+def test_benco_train_one_epoch_runs_on_cpu_in_one_process():
+    args_ns = single_process_args()
+    compat.init_distributed_mode(args_ns)
+    torch.manual_seed(0)
+    images = torch.randn(8, 3, 16, 16)
+    masks = (images[:, :1] > 0).float()
+    loader = [{"image": images[i:i + 2], "mask": masks[i:i + 2]} for i in range(0, 8, 2)]
+    model = _TinySegmenter()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_args = argparse.Namespace(if_not_amp=True, accum_iter=1, if_predict_label=False, lr=0.5,
+                                    min_lr=0.0, warmup_epochs=0, epochs=3)
+    before = model.conv.weight.detach().clone()
+    losses = [train_one_epoch(model, loader, optimizer, torch.device("cpu"), epoch,
+                              misc.NativeScalerWithGradNormCount(), args=train_args)["loss"]
+              for epoch in range(3)]
+    assert not torch.equal(before, model.conv.weight)
+    assert losses[-1] < losses[0]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_rank_worker(rank, port, results):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    compat.apply_patches()
+    outcome = {}
+    if not torch.cuda.is_available():
+        try:  # BenCo's own: torch.cuda.set_device + NCCL
+            compat.ORIGINALS["init_distributed_mode"](argparse.Namespace(dist_on_itp=False, dist_url="env://"))
+            outcome["stock_init"] = "ran"
+        except Exception as error:  # noqa: BLE001 - any failure is the point
+            outcome["stock_init"] = type(error).__name__
+    args = argparse.Namespace(device="cpu", dist_url="env://")
+    compat.init_distributed_mode(args)
+    outcome["distributed"] = args.distributed
+    try:
+        compat.ORIGINALS["all_reduce_mean"](float(rank))
+        outcome["stock_all_reduce"] = "ran"
+    except Exception as error:  # noqa: BLE001
+        outcome["stock_all_reduce"] = type(error).__name__
+    outcome["mean"] = misc.all_reduce_mean(float(rank + 1))
+    meter = misc.SmoothedValue()
+    meter.update(float(rank + 1), n=rank + 1)
+    meter.synchronize_between_processes()
+    outcome["meter"] = (meter.count, meter.total)
+    preds = [torch.tensor([0.9, 0.2, 0.7]), torch.tensor([0.4, 0.6, 0.1])][rank]
+    labels = [torch.tensor([1, 0, 0]), torch.tensor([1, 1, 0])][rank]
+    f1 = ImageF1()
+    f1.batch_update(preds, labels)
+    outcome["f1"] = float(f1.epoch_update())
+    results[rank] = outcome
+    dist.destroy_process_group()
+
+
+def test_two_cpu_processes_reduce_and_gather_over_gloo():
+    results = mp.Manager().dict()
+    mp.spawn(_two_rank_worker, args=(_free_port(), results), nprocs=2, join=True)
+    everything_pred = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.1])
+    everything_label = torch.tensor([1, 0, 0, 1, 1, 0])
+    for rank in (0, 1):
+        outcome = results[rank]
+        assert outcome["distributed"] is True
+        if not torch.cuda.is_available():
+            assert outcome["stock_init"] != "ran"
+            assert outcome["stock_all_reduce"] != "ran"
+        assert outcome["mean"] == pytest.approx(1.5)
+        assert outcome["meter"] == (3, 3.0)
+        assert outcome["f1"] == pytest.approx(hand_f1(everything_pred, everything_label), abs=1e-6)
