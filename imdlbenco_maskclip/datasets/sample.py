@@ -1,0 +1,404 @@
+"""The embedded OpenSDID sample: a small dataset in OpenSDID's hub layout, made offline.
+
+It is generated, deterministically, from real photographs that ship inside the
+``scikit-image`` and ``scikit-learn`` wheels (credits and licences in
+:data:`PHOTOS`, repeated in the README written next to the data), so tests,
+smoke runs and the README picture need neither the network nor the 300K-image
+dataset. Nothing of it is committed: it is built on first use.
+
+Layout, under ``$IMDLBENCO_MASKCLIP_CACHE`` (default ``~/.cache/imdlbenco_maskclip``)::
+
+    opensdid_sample_v1/
+        README.md  manifest.json
+        train/README.md  train/data/sd15-0000{0,1}-of-00002.parquet
+        test/README.md   test/data/{sd15,sd2,sdxl,sd3,flux}-00000-of-00001.parquet
+
+``sample:train`` and ``sample:test`` are OpenSDID sources naming these two
+folders, read through the same hub-layout code as a downloaded copy.
+
+Every row is a crop of one photo, rescaled to 192-320 px a side (some not
+square). Train crops come from the left 60% of each photo and test crops from
+the right 40%, so no test pixel was seen in training. Kinds:
+
+* real: the crop as it is (photos in grey stay single-channel ``L`` PNGs);
+* partial (key ``partial/...``, exact 0/255 mask): ``splice`` (a polygon from
+  another photo), ``copymove`` (a polygon of the same image moved elsewhere),
+  ``inpaint`` (an irregular blob replaced by a blurred, noised, tinted copy);
+* full (key ``full/...``, no mask): the whole image resynthesised (down/up
+  sampling, colour quantisation, channel mixing, grain).
+
+Edit sizes and strengths differ per test split (see :data:`PLANS`), ``flux``
+being the subtlest, as in the paper where later generators are harder.
+"""
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SAMPLE_VERSION = 1
+
+# name -> (package, file inside it, credit, licence)
+PHOTOS = {
+    "astronaut": ("skimage", "data/astronaut.png",
+                  "Eileen Collins, NASA Great Images database (https://flic.kr/p/r9qvLn)",
+                  "public domain (no known copyright restrictions)"),
+    "camera": ("skimage", "data/camera.png", "Lav Varshney", "CC0"),
+    "chelsea": ("skimage", "data/chelsea.png", "Stefan van der Walt", "CC0"),
+    "coffee": ("skimage", "data/coffee.png",
+               "Rachel Michetti, courtesy of Pikolo Espresso Bar", "CC0"),
+    "coins": ("skimage", "data/coins.png", "Brooklyn Museum Collection",
+              "no known copyright restrictions"),
+    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg",
+                          "NASA / HubbleSite (Hubble eXtreme Deep Field)", "public domain"),
+    "immunohistochemistry": ("skimage", "data/ihc.png",
+                             "Center for Microscopy And Molecular Imaging (CMMI)",
+                             "no known copyright restrictions"),
+    "retina": ("skimage", "data/retina.jpg",
+               "Mikael Haggstrom, Wikimedia Commons (Fundus photograph of normal left eye)",
+               "CC0 1.0"),
+    "rocket": ("skimage", "data/rocket.jpg", "SpaceX (DSCOVR launch on Falcon 9)", "public domain"),
+    "china": ("sklearn", "datasets/images/china.jpg",
+              "danielbuechele, Flickr (https://www.flickr.com/photos/danielbuechele/6061409035)",
+              "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)"),
+    "flower": ("sklearn", "datasets/images/flower.jpg",
+               "vultilion, Flickr (https://www.flickr.com/photos/vultilion/6056698931)",
+               "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)"),
+}
+
+# Per split: how many rows of each kind, mask area as a fraction of the image,
+# inpainting blur sigma and noise std (0-255 scale).
+PLANS = {
+    "train": {
+        "sd15": dict(real=36, splice=9, copymove=9, inpaint=9, full=9,
+                     area=(0.04, 0.20), sigma=(3.0, 6.0), noise=(3.0, 8.0), shards=2),
+    },
+    "test": {
+        "sd15": dict(real=8, splice=2, copymove=2, inpaint=2, full=2,
+                     area=(0.04, 0.20), sigma=(3.0, 6.0), noise=(3.0, 8.0), shards=1),
+        "sd2": dict(real=8, splice=3, copymove=1, inpaint=3, full=3,
+                    area=(0.08, 0.30), sigma=(5.0, 9.0), noise=(6.0, 12.0), shards=1),
+        "sdxl": dict(real=7, splice=2, copymove=2, inpaint=2, full=1,
+                     area=(0.03, 0.12), sigma=(2.0, 4.0), noise=(2.0, 5.0), shards=1),
+        "sd3": dict(real=8, splice=1, copymove=3, inpaint=3, full=3,
+                    area=(0.10, 0.35), sigma=(4.0, 8.0), noise=(4.0, 10.0), shards=1),
+        "flux": dict(real=8, splice=1, copymove=1, inpaint=4, full=2,
+                     area=(0.02, 0.08), sigma=(1.5, 3.0), noise=(1.0, 3.0), shards=1),
+    },
+}
+
+_SIZES = [(192, 256), (224, 224), (256, 256), (240, 320), (320, 240), (256, 192),
+          (288, 288), (320, 320), (208, 304), (304, 208), (256, 320), (320, 256)]  # (H, W)
+_BANDS = {"train": (0.0, 0.6), "test": (0.6, 1.0)}
+_EDITS = ("splice", "copymove", "inpaint")
+_FEATURES = {"key": {"dtype": "string", "_type": "Value"}, "image": {"_type": "Image"},
+             "mask": {"_type": "Image"}, "label": {"names": ["real", "fake"], "_type": "ClassLabel"}}
+
+
+# ---------------------------------------------------------------------------
+# where it lives
+
+def cache_root():
+    env = os.environ.get("IMDLBENCO_MASKCLIP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "imdlbenco_maskclip"
+
+
+def sample_dir():
+    return cache_root() / f"opensdid_sample_v{SAMPLE_VERSION}"
+
+
+def sample_arrow_cache():
+    """HF ``datasets``' Arrow copy of the sample, kept beside it rather than in the HF cache."""
+    return str(cache_root() / f"opensdid_sample_v{SAMPLE_VERSION}-arrow")
+
+
+def ensure_sample():
+    """The sample's folder, built first if missing. Safe across processes (file lock + rename)."""
+    from filelock import FileLock
+    final = sample_dir()
+    if (final / "manifest.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock", timeout=600):
+        if not (final / "manifest.json").is_file():
+            write_sample(final)
+    return final
+
+
+def write_sample(out_dir):
+    """Build the sample into ``out_dir`` atomically: a sibling temp folder renamed at the end.
+
+    An existing complete sample at ``out_dir`` is kept. Returns the manifest.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "manifest.json").is_file():
+        return json.loads((out_dir / "manifest.json").read_text())
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        manifest = build_sample(tmp)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            # Another process (without the lock, e.g. an explicit --out) finished first.
+            if not (out_dir / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+# ---------------------------------------------------------------------------
+# building
+
+def build_sample(out_dir):
+    """Write the sample's files into the existing folder ``out_dir``; returns the manifest."""
+    out_dir = Path(out_dir)
+    photos = _load_photos()
+    manifest = {"version": SAMPLE_VERSION, "splits": {}}
+    for part, plans in PLANS.items():
+        (out_dir / part / "data").mkdir(parents=True, exist_ok=True)
+        for split, plan in plans.items():
+            rows = _make_split(part, split, plan, photos)
+            files = _write_shards(rows, out_dir / part / "data", split, plan["shards"])
+            manifest["splits"][f"{part}/{split}"] = {
+                "rows": len(rows),
+                "real": sum(r["label"] == 0 for r in rows),
+                "partial": sum(r["key"].startswith("partial/") for r in rows),
+                "full": sum(r["key"].startswith("full/") for r in rows),
+                "files": {str(f.relative_to(out_dir)): _sha256(f) for f in files},
+            }
+        (out_dir / part / "README.md").write_text(_hub_card(plans))
+    (out_dir / "README.md").write_text(_credits_readme(manifest))
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def _load_photos():
+    photos = {}
+    for name, (package, rel, _, _) in PHOTOS.items():
+        spec = find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"the embedded sample needs the photo {rel} from the package "
+                               f"{package!r}, which is not installed")
+        path = Path(spec.submodule_search_locations[0]) / rel
+        if not path.is_file():
+            raise RuntimeError(f"the embedded sample needs {path} ({package} ships it in its wheel); "
+                               f"reinstall {package}")
+        with Image.open(path) as img:
+            img = img.convert("L" if img.mode in ("L", "I;16", "I") else "RGB")
+            if max(img.size) > 720:
+                scale = 720 / max(img.size)
+                img = img.resize((round(img.width * scale), round(img.height * scale)),
+                                 Image.Resampling.LANCZOS)
+            photos[name] = img.copy()
+    return photos
+
+
+def _make_split(part, split, plan, photos):
+    rng = np.random.default_rng(zlib.crc32(f"opensdid-sample-v{SAMPLE_VERSION}/{part}/{split}".encode()))
+    kinds = ["real"] * plan["real"] + [e for e in _EDITS for _ in range(plan[e])] + ["full"] * plan["full"]
+    kinds = [kinds[i] for i in rng.permutation(len(kinds))]
+    names = sorted(photos)
+    order = rng.permutation(len(names))
+    rows = []
+    for i, kind in enumerate(kinds):
+        photo = names[order[i % len(names)]]
+        size = _SIZES[rng.integers(len(_SIZES))]
+        img = _crop(photos[photo], _BANDS[part], size, rng)
+        if kind == "real":
+            rows.append(_row(f"real/{split}/real/{i:05d}_{photo}.png", img, None, 0))
+        elif kind == "full":
+            rows.append(_row(f"full/{split}/fake/{i:05d}_{photo}_resynth.png", _resynthesise(img, rng), None, 1))
+        else:
+            if kind == "splice":
+                donor_name = names[(names.index(photo) + 1 + rng.integers(len(names) - 1)) % len(names)]
+                edited, mask = _splice(img, _crop(photos[donor_name], _BANDS[part], size, rng), plan, rng)
+            else:
+                edited, mask = _EDIT_FUNCS[kind](img, plan, rng)
+            rows.append(_row(f"partial/{split}/fake/{i:05d}_{photo}_{kind}.png", edited, mask, 1))
+    return rows
+
+
+def _crop(photo, band, size, rng):
+    """A random crop inside the photo's column band, resized to ``size`` (H, W)."""
+    th, tw = size
+    W, H = photo.size
+    x0, x1 = band[0] * W, band[1] * W
+    aspect = tw / th
+    max_h = min(H, (x1 - x0) / aspect)
+    ch = max_h * rng.uniform(0.45, 0.95)
+    cw = ch * aspect
+    y = rng.uniform(0, H - ch)
+    x = x0 + rng.uniform(0, (x1 - x0) - cw)
+    img = photo.resize((tw, th), Image.Resampling.BICUBIC, box=(x, y, x + cw, y + ch))
+    arr = np.asarray(img)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _shape(rng, area_px, kind, limit):
+    """A bool patch holding a star-shaped polygon or a blob of ellipses of about ``area_px``."""
+    r = min(np.sqrt(area_px / np.pi), (limit - 4) / 2.6)
+    side = int(np.ceil(2.6 * r)) + 2
+    canvas = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(canvas)
+    c = side / 2
+    if kind == "polygon":
+        n = int(rng.integers(5, 11))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = r * rng.uniform(0.6, 1.25, n)
+        draw.polygon([(c + q * np.cos(a), c + q * np.sin(a)) for a, q in zip(angles, radii)], fill=255)
+    else:
+        for _ in range(int(rng.integers(3, 7))):
+            ox, oy = rng.uniform(-0.45, 0.45, 2) * r
+            rx, ry = rng.uniform(0.35, 0.75, 2) * r
+            draw.ellipse((c + ox - rx, c + oy - ry, c + ox + rx, c + oy + ry), fill=255)
+    patch = np.asarray(canvas) > 0
+    ys, xs = np.nonzero(patch)
+    return patch[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _place(patch, shape, rng):
+    """Random top-left corner so ``patch`` fits in an image of ``shape`` (H, W)."""
+    return int(rng.integers(0, shape[0] - patch.shape[0] + 1)), int(rng.integers(0, shape[1] - patch.shape[1] + 1))
+
+
+def _full_mask(patch, yx, shape):
+    mask = np.zeros(shape[:2], dtype=bool)
+    y, x = yx
+    mask[y:y + patch.shape[0], x:x + patch.shape[1]] = patch
+    return mask
+
+
+def _area(img, plan, rng):
+    h, w = img.shape[:2]
+    return rng.uniform(*plan["area"]) * h * w, min(h, w)
+
+
+def _splice(img, donor, plan, rng):
+    area, limit = _area(img, plan, rng)
+    patch = _shape(rng, area, "polygon", limit)
+    mask = _full_mask(patch, _place(patch, img.shape, rng), img.shape)
+    if donor.shape[2] != img.shape[2]:
+        donor = np.asarray(Image.fromarray(donor[:, :, 0] if donor.shape[2] == 1 else donor)
+                           .convert("L" if img.shape[2] == 1 else "RGB"))
+        donor = donor[:, :, None] if donor.ndim == 2 else donor
+    out = img.copy()
+    out[mask] = donor[mask]
+    return out, mask
+
+
+def _copymove(img, plan, rng):
+    area, limit = _area(img, plan, rng)
+    patch = _shape(rng, area, "polygon", limit)
+    src = _place(patch, img.shape, rng)
+    # Prefer a destination at least half a patch away so the move is visible.
+    for _ in range(20):
+        dst = _place(patch, img.shape, rng)
+        if max(abs(dst[0] - src[0]) / patch.shape[0], abs(dst[1] - src[1]) / patch.shape[1]) >= 0.5:
+            break
+    out = img.copy()
+    ph, pw = patch.shape
+    region = out[dst[0]:dst[0] + ph, dst[1]:dst[1] + pw]
+    region[patch] = img[src[0]:src[0] + ph, src[1]:src[1] + pw][patch]
+    return out, _full_mask(patch, dst, img.shape)
+
+
+def _inpaint(img, plan, rng):
+    from scipy.ndimage import gaussian_filter
+    area, limit = _area(img, plan, rng)
+    patch = _shape(rng, area, "blob", limit)
+    mask = _full_mask(patch, _place(patch, img.shape, rng), img.shape)
+    sigma = rng.uniform(*plan["sigma"])
+    fill = gaussian_filter(img.astype(np.float32), sigma=(sigma, sigma, 0))
+    fill += rng.normal(0, rng.uniform(*plan["noise"]), img.shape).astype(np.float32)
+    fill += rng.uniform(-12, 12, (1, 1, img.shape[2])).astype(np.float32)
+    out = img.copy()
+    out[mask] = np.clip(np.rint(fill[mask]), 0, 255).astype(np.uint8)
+    return out, mask
+
+
+_EDIT_FUNCS = {"copymove": _copymove, "inpaint": _inpaint}
+
+
+def _resynthesise(img, rng):
+    """Whole-image change: every pixel differs from the photo's, none of it is kept."""
+    h, w, c = img.shape
+    pil = Image.fromarray(img[:, :, 0] if c == 1 else img)
+    f = rng.uniform(0.3, 0.55)
+    pil = pil.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BOX)
+    arr = np.asarray(pil.resize((w, h), Image.Resampling.BICUBIC)).astype(np.float32)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if c == 3:
+        mix = np.eye(3) * rng.uniform(0.6, 0.9) + rng.uniform(0.0, 0.25, (3, 3))
+        arr = arr @ (mix / mix.sum(axis=1, keepdims=True)).T.astype(np.float32)
+    levels = int(rng.integers(6, 14))
+    arr = np.round(arr / 255 * (levels - 1)) / (levels - 1) * 255
+    arr += rng.normal(0, rng.uniform(2, 6), arr.shape)
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _png(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _row(key, img, mask, label):
+    return {"key": key, "image": {"bytes": _png(img), "path": None},
+            "mask": None if mask is None else {"bytes": _png(mask.astype(np.uint8) * 255), "path": None},
+            "label": label}
+
+
+def _write_shards(rows, data_dir, split, shards):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    cell = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("key", pa.string()), ("image", cell), ("mask", cell), ("label", pa.int64())],
+                       metadata={"huggingface": json.dumps({"info": {"features": _FEATURES}})})
+    files = []
+    for s, chunk in enumerate(np.array_split(np.arange(len(rows)), shards)):
+        path = data_dir / f"{split}-{s:05d}-of-{shards:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist([rows[i] for i in chunk], schema=schema), path,
+                       row_group_size=16)
+        files.append(path)
+    return files
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _hub_card(plans):
+    configs = "\n".join(f"      - split: {s}\n        path: data/{s}-*" for s in plans)
+    return ("---\nlicense: cc-by-sa-4.0\nconfigs:\n  - config_name: default\n    data_files:\n"
+            f"{configs}\n---\n\nPart of the embedded OpenSDID sample; see ../README.md.\n")
+
+
+def _credits_readme(manifest):
+    lines = [
+        f"# Embedded OpenSDID sample v{SAMPLE_VERSION}",
+        "",
+        "Generated by `imdlbenco_maskclip.datasets.sample` from photographs shipped in the",
+        "scikit-image and scikit-learn packages. It imitates the layout and semantics of",
+        "`nebula/OpenSDI_train` / `nebula/OpenSDI_test`; its edits are simple image",
+        "operations, not diffusion inpainting, so it is for exercising code, not for",
+        "measuring detectors. Derived images keep the licence of their source photo;",
+        "the CC BY 2.0 photos need the attribution below.",
+        "",
+        "| split | rows | real | partial | full |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in manifest["splits"].items():
+        lines.append(f"| {name} | {s['rows']} | {s['real']} | {s['partial']} | {s['full']} |")
+    lines += ["", "## Photographs", "", "| photo | file | credit | licence |", "|---|---|---|---|"]
+    for name, (package, rel, credit, licence) in PHOTOS.items():
+        lines.append(f"| {name} | {package}/{rel} | {credit} | {licence} |")
+    return "\n".join(lines) + "\n"
