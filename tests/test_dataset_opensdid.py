@@ -322,6 +322,8 @@ def test_pixel_formats_become_8bit_rgb():
     assert to_rgb_uint8(cmyk).reshape(-1, 3).tolist() == [[255, 0, 0]] * 16
     out = to_rgb_uint8(Image.fromarray(grey16))
     assert out.dtype == np.uint8 and out.flags.writeable
+    with pytest.raises(ValueError, match="float pixels.*8- or 16-bit"):
+        to_rgb_uint8(Image.new("F", (2, 2)))
 
 
 def test_odd_formats_read_from_rows(tmp_path):

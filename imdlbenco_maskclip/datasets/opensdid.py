@@ -287,13 +287,15 @@ def _load_parquet(files, arrow_cache_dir=None):
 def _hub_split_files(repo_id, split):
     """Download (or find in the hub cache) only ``split``'s parquet files of ``repo_id``."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     how = (f"download it where the network is reachable, e.g. `hf download {repo_id} --repo-type dataset "
            f"--include 'data/{split or '<split>'}-*'`, then run again with HF_HUB_OFFLINE=1, or pass "
            f"a local directory of its parquet files as the path")
     try:
         remote = HfApi().list_repo_files(repo_id, repo_type="dataset")
-    except (OfflineModeIsEnabled, ConnectionError, OSError) as exc:
+    except HfHubHTTPError:
+        raise  # the hub answered (unknown or gated repo ...): its message says what is wrong
+    except Exception as exc:  # offline mode or no network: fall back to the local hub cache
         try:
             snapshot = Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
         except LocalEntryNotFoundError:
@@ -387,10 +389,6 @@ class OpenSDID(AbstractDataset):
             raise ValueError(f"subset must be 'all' or 'pixel' (partial fakes only), got {subset!r}")
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
-        if split is not None and split not in OPENSDID_SPLITS:
-            warnings.warn(f"split {split!r} is not an OpenSDID generator split {list(OPENSDID_SPLITS)}; "
-                          f"using it because custom sources may name splits freely",
-                          OpenSDIDWarning, stacklevel=2)
         self._split_arg = split
         self.subset = subset
         self.on_bad_sample = on_bad_sample
