@@ -35,7 +35,7 @@ the partial fakes.
 
 Bad data. Checks that need no decoding (label not 0/1, key segment ``real`` or
 ``fake`` contradicting the label, a partial fake with no mask, a row with no
-image) run at construction; decoding errors, a mask of another size, an empty
+image or no key) run at construction over the whole split, whatever the subset; decoding errors, a mask of another size, an empty
 partial mask and unsupported pixel formats are found when the row is read.
 ``on_bad_sample="error"`` raises :class:`BadSampleError` naming the key and the
 fix. ``on_bad_sample="skip"`` records the row in ``skipped`` (key -> reason),
@@ -135,17 +135,11 @@ class _ArrowRows:
                 f"{where} lacks the OpenSDID column(s) {missing}; found {hf_dataset.column_names}. "
                 f"OpenSDID rows need key (string), image (Image), mask (Image or empty), label (0 real / 1 fake)")
         self._ds = hf_dataset.with_format("arrow")
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        table = self._ds[0:len(self._ds)] if len(self._ds) else None
-        if table is None:
-            self.keys, self.labels, self.has_mask, self.has_image = [], np.zeros(0, np.int64), \
-                np.zeros(0, bool), np.zeros(0, bool)
-            return
+        table = self._ds[0:len(self._ds)]  # zero-copy view of the memory-mapped table
         self.keys = table.column("key").to_pylist()
         self.labels = _labels_to_int(table.column("label"), where)
-        self.has_image = _has_image_data(table.column("image"), pa, pc)
-        self.has_mask = _has_image_data(table.column("mask"), pa, pc)
+        self.has_image = _has_image_data(table.column("image"))
+        self.has_mask = _has_image_data(table.column("mask"))
 
     def __len__(self):
         return len(self.keys)
@@ -172,8 +166,10 @@ def _labels_to_int(column, where):
                      f"or the strings 'real'/'fake'")
 
 
-def _has_image_data(column, pa, pc):
+def _has_image_data(column):
     """Whether each Image cell holds bytes or a path (no decoding)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     if pa.types.is_struct(column.type):
         present = pc.is_valid(column)
         parts = []
@@ -407,7 +403,7 @@ class OpenSDID(AbstractDataset):
         self._store, self.split, self.source = open_rows(source, self._split_arg or split_in_path)
         self.entry_path = f"{self.source}#{self.split}"
         self._all_names = self._unique_names(self._store.keys)
-        self._all_partial = np.array(["partial" in k for k in self._store.keys], dtype=bool) \
+        self._all_partial = np.array(["partial" in (k or "") for k in self._store.keys], dtype=bool) \
             & (self._store.labels == 1)
         rows = self._metadata_checks()
         if self.subset == "pixel":
