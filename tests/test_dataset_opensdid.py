@@ -428,6 +428,22 @@ def test_metadata_errors(tmp_path):
     with pytest.raises(BadSampleError, match=r"real/sd15/real/0000.jpg.*says 'real' but the label is 1"):
         build(tmp_path, contradicting)
 
+    def odd_label_and_no_key(rows):
+        rows[2]["label"] = 2
+        rows[3]["key"] = None
+    from datasets import Features, Image as HFImage, Value
+    feats = Features({"key": Value("string"), "image": HFImage(), "mask": HFImage(), "label": Value("int64")})
+    rows, _ = make_rows("sd15")
+    odd_label_and_no_key(rows)
+    path = tmp_path / "odd" / "data" / "sd15-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    hf_dataset(rows, feats).to_parquet(str(path))
+    with pytest.warns(OpenSDIDWarning, match="2 bad row"):
+        ds = OpenSDID(str(tmp_path / "odd"), is_resizing=True, on_bad_sample="skip")
+    assert ds.skipped == {"full/sd15/fake/0002.jpg": "label must be 0 (real) or 1 (fake), the row has 2",
+                          "row 3": "the key is empty; every row needs a unique string key"}
+    assert len(ds) == 3 and ds.names[-1] == "partial_sd15_fake_0004.png"
+
 
 def test_mask_on_real_or_full_fake_is_ignored_with_a_warning(tmp_path):
     def add_masks(rows):
