@@ -460,8 +460,10 @@ class MaskCLIP(nn.Module):
             image_embedding = self.vsa(torch.stack([tap[:, 0] for tap in taps], dim=1))
         else:
             image_embedding = self.cls_proj(image_embedding)
-        logit_scale = self.clip.logit_scale.exp().clamp(max=100.0).float()
-        label_logits = logit_scale * F.normalize(image_embedding.float(), dim=-1) @ text.t()
+        # Cosines and losses in fp32 even under autocast, which would run the matmul in half.
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            logit_scale = self.clip.logit_scale.exp().clamp(max=100.0).float()
+            label_logits = logit_scale * F.normalize(image_embedding.float(), dim=-1) @ text.float().t()
 
         mask = mask.float()
         ce_loss = self.ce_weight * F.cross_entropy(label_logits, label.reshape(-1).long())

@@ -112,7 +112,7 @@ def _download_open_clip(model_name: str, tag: str, pretrained_cfg: Dict) -> str:
     except OSError as err:
         raise WeightSourceError(
             f"--clip_pretrained: cannot fetch open_clip weights {model_name} / {tag!r} from {where} "
-            f"(offline, or not in the local cache): {err}. Run once with hub access (HF_HUB_OFFLINE unset) "
+            f"(offline, or not in the local cache): {str(err).rstrip('.')}. Run once with hub access (HF_HUB_OFFLINE unset) "
             f"to cache them, or download them and pass the file path.") from err
 
 
@@ -184,4 +184,4 @@ def _download_timm(tag: str, sources: Dict) -> Dict[str, torch.Tensor]:
     except OSError as err:
         raise WeightSourceError(
             f"--pixel_pretrained: cannot fetch timm weights {tag!r} (offline, or not in the local "
-            f"Hugging Face cache): {err}. {_where_to_get(sources)}") from err
+            f"Hugging Face cache): {str(err).rstrip('.')}. {_where_to_get(sources)}") from err
