@@ -1,0 +1,44 @@
+"""``benco-maskclip``: train, test and robustness sweeps on IMDL-BenCo, and dataset tools.
+
+    benco-maskclip train       [--config FILE.yaml] [BenCo flags] [model flags]
+    benco-maskclip test        --checkpoint_path CKPT [...]
+    benco-maskclip test-robust --checkpoint_path CKPT [--blur_kernels ...] [--jpeg_qualities ...]
+    benco-maskclip sample | export | preview ...   (OpenSDID tools)
+
+Each command's ``--help`` lists its flags and those of ``--model``. Under torchrun use
+``torchrun --nproc_per_node=N -m imdlbenco_maskclip <command> ...``.
+"""
+import sys
+
+import imdlbenco_maskclip  # noqa: F401  (registers MaskCLIP and OpenSDID in BenCo's registries)
+
+ENGINE_COMMANDS = {"train": "training", "test": "evaluation", "test-robust": "robustness"}
+DATASET_COMMANDS = {"sample": "main_sample", "export": "main_export", "preview": "main_preview"}
+
+
+def _usage():
+    return __doc__.strip().split("\n\n")[0] + "\n"
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command in DATASET_COMMANDS:
+        from .datasets import commands
+        return getattr(commands, DATASET_COMMANDS[command])(rest)
+    if command not in ENGINE_COMMANDS:
+        sys.stderr.write(f"benco-maskclip: unknown command {command!r}; choose one of "
+                         f"{list(ENGINE_COMMANDS) + list(DATASET_COMMANDS)}\n")
+        return 2
+    from importlib import import_module
+    from .engine.options import ConfigError, parse
+    try:
+        args, model_args = parse(command, rest)
+        return import_module(f".engine.{ENGINE_COMMANDS[command]}", __package__).run(args, model_args)
+    except ConfigError as exc:
+        # stderr, not print: BenCo silences print on ranks other than 0.
+        sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
+        return 2

@@ -1,0 +1,145 @@
+"""Datasets, augmentations and loaders for the commands.
+
+Loaders are built so that BenCo's ``test_one_epoch`` sees every test sample exactly once
+for any number of processes:
+
+* distributed: ``DistributedSampler(shuffle=False, drop_last=True)`` and a DataLoader with
+  ``drop_last=True`` cover the first ``N - N % (world * batch)`` samples, each on one rank;
+  BenCo's tail pass then runs the remaining ``N % (world * batch)`` samples on every rank
+  (its evaluators count that tail once);
+* one process: ``SequentialSampler`` without ``drop_last`` (BenCo's stock scripts shuffle
+  and drop the tail there, losing up to ``batch - 1`` samples).
+"""
+import inspect
+import json
+import os
+
+import albumentations as albu
+import cv2
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.datasets import BalancedDataset, JsonDataset
+from IMDLBenCo.registry import DATASETS, POSTFUNCS
+
+from .options import ConfigError
+
+
+def post_function(model_name):
+    """BenCo's ``<model>_post_func`` from POSTFUNCS (case-insensitive), or None."""
+    wanted = f"{model_name}_post_func".lower()
+    for name, func in POSTFUNCS.module_dict.items():
+        if name.lower() == wanted:
+            return func
+    return None
+
+
+def train_transform(args):
+    """The paper's augmentations (blur, JPEG, random scale, flips, crop) in albumentations 1.3.0.
+
+    BenCo's resize/pad runs after these. In pad mode a random crop to --image_size comes
+    first (the paper's random 512 crop), so BenCo's top-left crop never cuts the same
+    corner; padding added here counts as authentic content (``shape_mask`` is for testing).
+    """
+    steps = [
+        albu.RandomScale(scale_limit=0.2, p=1),
+        albu.HorizontalFlip(p=0.5),
+        albu.VerticalFlip(p=0.5),
+        albu.ImageCompression(quality_lower=70, quality_upper=100, p=0.2),
+        albu.GaussianBlur(blur_limit=(3, 7), p=0.2),
+    ]
+    if args.if_padding:
+        size = args.image_size
+        steps += [albu.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, value=0, mask_value=0),
+                  albu.RandomCrop(size, size)]
+    return albu.Compose(steps)
+
+
+def _is_json_file(path):
+    return str(path).endswith(".json") and os.path.isfile(path)
+
+
+def _selects_split(path):
+    return "#" in str(path) and not os.path.exists(path)
+
+
+def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
+    """One dataset: a BenCo JSON (JsonDataset list or BalancedDataset [[name, path], ...]),
+    else ``--dataset``'s class on ``path`` (with ``split`` when the class takes one)."""
+    kwargs = dict(is_padding=args.if_padding, is_resizing=args.if_resizing,
+                  output_size=(args.image_size, args.image_size), common_transforms=transform,
+                  edge_width=args.edge_mask_width, post_funcs=post_function(args.model))
+    try:
+        if _is_json_file(path):
+            with open(path) as f:
+                entries = json.load(f)
+            balanced = (isinstance(entries, list) and entries and isinstance(entries[0], (list, tuple))
+                        and DATASETS.has(str(entries[0][0])))
+            return (BalancedDataset if balanced else JsonDataset)(path, **kwargs)
+        cls = DATASETS.get(args.dataset)
+        if split is not None and not _selects_split(path) and "split" in inspect.signature(cls).parameters:
+            kwargs["split"] = split
+        return cls(path, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{flag} {path!r}: {exc}") from exc
+
+
+def open_train_dataset(args):
+    flag = "--data_path" if _selects_split(args.data_path) else "--data_path/--train_split"
+    return open_dataset(args.data_path, args, train_transform(args), split=args.train_split, flag=flag)
+
+
+def test_sources(args):
+    """Test set name -> (path, split or None), in report order.
+
+    A BenCo test JSON ``{name: path}`` is used whole (``--test_splits`` does not filter it);
+    a source naming its split (``<source>#<split>``) is one set; any other source is read
+    once per ``--test_splits`` entry.
+    """
+    path = args.test_data_path
+    if _is_json_file(path):
+        with open(path) as f:
+            entries = json.load(f)
+        if not isinstance(entries, dict) or not entries:
+            raise ConfigError(f"--test_data_path {path}: a test JSON maps names to dataset paths, "
+                              f"e.g. {{\"sd15\": \"nebula/OpenSDI_test#sd15\"}}")
+        return {name: (p, None) for name, p in entries.items()}
+    if _selects_split(path):
+        return {path.rsplit("#", 1)[1]: (path, None)}
+    return {split: (path, split) for split in args.test_splits}
+
+
+def open_test_dataset(args, name, source, transform=None):
+    path, split = source
+    flag = "--test_data_path" if split is None else "--test_data_path/--test_splits"
+    return open_dataset(path, args, transform, split=split, flag=f"{flag} [{name}]")
+
+
+def _pin(args):
+    return bool(args.pin_mem) and torch.device(args.device).type == "cuda"
+
+
+def train_loader(dataset, args):
+    if args.distributed:
+        sampler = DistributedSampler(dataset, num_replicas=misc.get_world_size(), rank=misc.get_rank(),
+                                     shuffle=True, seed=args.seed)
+    else:
+        sampler = RandomSampler(dataset)
+    loader = DataLoader(dataset, sampler=sampler, batch_size=args.batch_size, num_workers=args.num_workers,
+                        pin_memory=_pin(args), drop_last=True)
+    if len(loader) == 0:
+        raise ConfigError(f"--batch_size {args.batch_size} x {misc.get_world_size()} process(es) is larger "
+                          f"than the training set ({len(dataset)} samples): no full batch to train on")
+    return loader
+
+
+def test_loader(dataset, args):
+    """See the module docstring: every sample exactly once with BenCo's tail pass."""
+    if args.distributed:
+        sampler = DistributedSampler(dataset, num_replicas=misc.get_world_size(), rank=misc.get_rank(),
+                                     shuffle=False, drop_last=True)
+    else:
+        sampler = SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=sampler, batch_size=args.test_batch_size, num_workers=args.num_workers,
+                      pin_memory=_pin(args), drop_last=args.distributed)

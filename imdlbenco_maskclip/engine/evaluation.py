@@ -1,0 +1,55 @@
+"""``test``: one checkpoint on every test set with the paper's protocol.
+
+Writes ``metrics.json`` and ``metrics.md`` to ``--output_dir``, a ``log.txt`` line there,
+and per set ``<log_dir>/<set>/`` with its own TensorBoard log and ``log.txt`` (BenCo's
+``test.py`` writes every set's stats into the last set's log).
+"""
+import json
+import os
+
+from torch.utils.tensorboard import SummaryWriter
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+
+from . import data, reporting, runtime
+from .evaluators import build_evaluators, evaluate
+
+
+def prepare(args, model_args, command):
+    """Process group, model with the checkpoint's weights, on its device -> (model, device, path, epoch)."""
+    device = runtime.start(args, command)
+    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
+    model = runtime.build_model(args, model_args)
+    epoch = runtime.load_weights(model, checkpoint, args)
+    # No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce.
+    model.to(device)
+    return model, device, checkpoint, epoch
+
+
+def run(args, model_args):
+    model, device, checkpoint, epoch = prepare(args, model_args, "test")
+    epoch = epoch if isinstance(epoch, int) else 0
+    main = misc.is_main_process()
+    loaders = {name: data.test_loader(data.open_test_dataset(args, name, source), args)
+               for name, source in data.test_sources(args).items()}
+    writers = {}
+    if main:
+        os.makedirs(args.output_dir, exist_ok=True)
+        writers = {name: SummaryWriter(log_dir=os.path.join(args.log_dir, name)) for name in loaders}
+    results = evaluate(model, loaders, build_evaluators(), device, epoch, args, writers, is_test=True)
+    if main:
+        for name, writer in writers.items():
+            with open(os.path.join(args.log_dir, name, "log.txt"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(reporting.json_safe({**{f"test_{k}": v for k, v in results[name].items()},
+                                                        "epoch": epoch})) + "\n")
+            writer.close()
+        avg = reporting.average(results)
+        with open(os.path.join(args.output_dir, "log.txt"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(reporting.json_safe({**reporting.flat_stats(results, avg), "epoch": epoch})) + "\n")
+        meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": checkpoint,
+                "epoch": epoch, "args": vars(args)}
+        paths = reporting.write_metrics(args.output_dir, results, meta,
+                                        f"{meta['method']}, {os.path.basename(checkpoint)} (epoch {epoch})")
+        print(f"[test] metrics: {paths[1]} and {paths[0]}")
+    runtime.finish()
+    return 0

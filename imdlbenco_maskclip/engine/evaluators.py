@@ -1,0 +1,207 @@
+"""The paper's evaluation protocol (spec section 3) on BenCo's tester and evaluators.
+
+Per test set, in one pass of BenCo's ``test_one_epoch``:
+
+* pixel F1 and IoU (BenCo ``PixelF1`` / ``PixelIOU``, threshold 0.5, mode "origin"),
+  per image, averaged over the locally edited fakes only;
+* image F1, accuracy and AUC (BenCo ``ImageF1`` / ``ImageAccuracy`` / ``ImageAUC``) over
+  all images; NaN for models without ``pred_label`` (e.g. IML_ViT);
+* how many images and partial fakes were evaluated.
+
+A partial fake is recognised from the batch itself: ``label == 1`` and a mask that is
+neither empty nor full inside ``shape_mask`` (the whole image without padding). Fully
+generated fakes have all-one masks and reals all-zero ones (BenCo's convention), so this
+needs nothing but what BenCo's datasets return and works for OpenSDID, BenCo JSON and
+folder datasets alike. A partial edit that vanishes at the evaluated resolution cannot be
+scored there and is not counted; ``evaluate`` warns when the count differs from
+the dataset's own ``num_partial``.
+
+Exactly once: BenCo's tester feeds each rank's share to ``batch_update`` and the same tail
+(``N % (world * batch)`` samples) to ``remain_update`` on every rank. The per-sample
+evaluators here return None (so the tester neither logs nor asserts per batch), keep
+sums and counts, all-reduce the shares in ``epoch_update`` and add the tail once.
+BenCo's image evaluators already gather the shares and append the (identical) tail.
+"""
+import math
+
+import torch
+import torch.distributed as dist
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, ImageF1, PixelF1, PixelIOU
+from IMDLBenCo.training_scripts.tester import test_one_epoch
+
+
+def partial_rows(mask, label, shape_mask=None):
+    """Bool [B]: rows that are partial fakes (label 1, mask neither empty nor full)."""
+    valid = torch.ones_like(mask) if shape_mask is None else shape_mask.to(mask.dtype)
+    positive = (mask * valid).flatten(1).sum(dim=1)
+    area = valid.flatten(1).sum(dim=1)
+    return (label.reshape(-1) == 1) & (positive > 0) & (positive < area)
+
+
+def _collective_device():
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
+        else torch.device("cpu")
+
+
+class _CountedOnce(AbstractEvaluator):
+    """Sum and count of per-sample values with every sample counted once (module docstring)."""
+
+    key = None
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = self.desc = name
+        self.recovery()
+
+    def _values(self, predict, mask, label, shape_mask):
+        raise NotImplementedError
+
+    def _result(self, total, count):
+        raise NotImplementedError
+
+    def batch_update(self, predict=None, mask=None, label=None, shape_mask=None, **kwargs):
+        values = self._values(predict, mask, label, shape_mask)
+        self.total += values.double().sum().item()
+        self.count += values.numel()
+        return None
+
+    def remain_update(self, predict=None, mask=None, label=None, shape_mask=None, **kwargs):
+        values = self._values(predict, mask, label, shape_mask)
+        self.tail_total += values.double().sum().item()
+        self.tail_count += values.numel()
+        return None
+
+    def epoch_update(self):
+        shares = torch.tensor([self.total, self.count], dtype=torch.float64)
+        if misc.is_dist_avail_and_initialized():
+            shares = shares.to(_collective_device())
+            dist.all_reduce(shares)
+        total, count = shares.tolist()
+        return self._result(total + self.tail_total, int(round(count)) + self.tail_count)
+
+    def recovery(self):
+        self.total, self.count = 0.0, 0
+        self.tail_total, self.tail_count = 0.0, 0
+
+
+class PartialFakePixelMetric(_CountedOnce):
+    """A BenCo pixel evaluator's per-image values, averaged over partial fakes only."""
+
+    def __init__(self, metric, key):
+        self.metric = metric
+        self.key = key
+        super().__init__(f"partial-fake {metric.name}")
+
+    def _values(self, predict, mask, label, shape_mask):
+        rows = partial_rows(mask, label, shape_mask)
+        if not rows.any():
+            return torch.zeros(0)
+        return self.metric.batch_update(predict[rows], mask[rows],
+                                        None if shape_mask is None else shape_mask[rows])
+
+    def _result(self, total, count):
+        # NaN, not 0, when a set has no partial fake: BenCo's logger divides by counts.
+        return total / count if count else math.nan
+
+
+class SampleCount(_CountedOnce):
+    """How many images (or partial fakes) the pass evaluated."""
+
+    def __init__(self, name, key, partial_only):
+        self.key = key
+        self.partial_only = partial_only
+        super().__init__(name)
+
+    def _values(self, predict, mask, label, shape_mask):
+        rows = partial_rows(mask, label, shape_mask) if self.partial_only else label.reshape(-1) >= 0
+        return rows[rows].float()
+
+    def _result(self, total, count):
+        return float(count)
+
+
+class ImageMetricIfPredicted(AbstractEvaluator):
+    """A BenCo image evaluator that yields NaN for models with no ``pred_label``.
+
+    Every rank runs the same model, so all of them skip or all feed: the evaluator's
+    collectives stay matched.
+    """
+
+    def __init__(self, inner, key):
+        super().__init__()
+        self.inner, self.key = inner, key
+        self.name = self.desc = inner.name
+        self.fed = False
+
+    def batch_update(self, predict_label=None, label=None, **kwargs):
+        if predict_label is not None:
+            self.fed = True
+            self.inner.batch_update(predict_label.reshape(-1), label)
+        return None
+
+    def remain_update(self, predict_label=None, label=None, **kwargs):
+        if predict_label is not None:
+            self.fed = True
+            self.inner.remain_update(predict_label.reshape(-1), label)
+        return None
+
+    def epoch_update(self):
+        if not self.fed:
+            return math.nan
+        try:
+            return float(self.inner.epoch_update())
+        except ValueError as exc:
+            if not isinstance(self.inner, ImageAUC):
+                raise
+            print(f"{self.name}: undefined on this set ({exc}); reported as NaN")
+            return math.nan
+
+    def recovery(self):
+        self.fed = False
+        self.inner.recovery()
+
+
+def build_evaluators():
+    """The protocol's evaluators; build them after the process group exists (BenCo reads
+    the world size in the image evaluators' constructors)."""
+    return [
+        PartialFakePixelMetric(PixelF1(threshold=0.5, mode="origin"), "pixel_f1"),
+        PartialFakePixelMetric(PixelIOU(threshold=0.5, mode="origin"), "pixel_iou"),
+        ImageMetricIfPredicted(ImageF1(threshold=0.5), "image_f1"),
+        ImageMetricIfPredicted(ImageAccuracy(threshold=0.5), "image_acc"),
+        ImageMetricIfPredicted(ImageAUC(), "image_auc"),
+        SampleCount("images evaluated", "n_images", partial_only=False),
+        SampleCount("partial fakes evaluated", "n_partial", partial_only=True),
+    ]
+
+
+def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True):
+    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}.
+
+    ``log_writers``: {name: SummaryWriter} (one per set, so no set's logs land in
+    another's) or a single writer shared by all sets (BenCo tags carry the set name).
+    """
+    results = {}
+    for name, loader in loaders.items():
+        dataset = loader.dataset
+        print(f"[test] {name}: {len(dataset)} samples, {len(loader)} batch(es) per process")
+        writer = log_writers.get(name) if isinstance(log_writers, dict) else log_writers
+        stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
+                               name=name, log_writer=writer, print_freq=args.print_freq, args=args,
+                               is_test=is_test)
+        metrics = {ev.key: float(stats[ev.name]) for ev in evaluators}
+        metrics["n_images"] = int(round(metrics["n_images"]))
+        metrics["n_partial"] = int(round(metrics["n_partial"]))
+        if metrics["n_images"] != len(dataset):
+            print(f"WARNING [test] {name}: evaluated {metrics['n_images']} images but the set has "
+                  f"{len(dataset)}; metrics are not over the whole set")
+        expected_partial = getattr(dataset, "num_partial", None)
+        if expected_partial is not None and expected_partial != metrics["n_partial"]:
+            print(f"WARNING [test] {name}: {metrics['n_partial']} partial fakes scored, the dataset lists "
+                  f"{expected_partial} (edits that vanish at --image_size {args.image_size} are not scored)")
+        results[name] = metrics
+        print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in metrics.items()))
+    return results

@@ -1,0 +1,271 @@
+"""Command-line flags of ``train``, ``test`` and ``test-robust``.
+
+Flag names and meanings follow BenCo's ``train.py`` / ``test.py`` / ``test_robust.py``;
+model flags are built from the model's constructor by BenCo's ``misc.create_argparser``
+and parsed from what the main parser leaves (``parse_known_args``), exactly as BenCo's
+scripts do. ``--config FILE.yaml`` gives flag values (model flags too); the command line
+wins because YAML values become parser defaults.
+
+Defaults that differ from BenCo's scripts, and why:
+
+* ``--accum_iter 1`` (BenCo: 16): with fewer than 16 steps per epoch BenCo's 16 never
+  steps the optimizer at all.
+* ``--epochs 20`` (paper), ``--model MaskCLIP``, OpenSDID hub ids as data paths.
+* ``--test_period N`` tests after every N-th epoch (epochs N-1, 2N-1, ...) and after the
+  last; BenCo's ``epoch % N == 0`` also tests an untrained model at epoch 0.
+* neither ``--if_resizing`` nor ``--if_padding`` given: resizing (the authors' setting)
+  with a printed note; BenCo's datasets would raise.
+* ``--device`` defaults to cuda when available, else cpu.
+"""
+import argparse
+import inspect
+import sys
+
+import yaml
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.registry import DATASETS, MODELS
+
+COMMANDS = ("train", "test", "test-robust")
+METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
+BEST_METRICS = tuple(f"avg_{key}" for key in METRIC_KEYS)
+DEFAULT_TEST_SPLITS = "sd15,sd2,sdxl,sd3,flux"
+
+
+class ConfigError(ValueError):
+    """A bad flag or config value; the message names the flag and the fix."""
+
+
+def _common(parser, command):
+    add = parser.add_argument
+    add("-h", "--help", action="store_true", help="show this help and the flags of --model")
+    add("--config", default=None, help="YAML file of flag values (model flags too); the command line wins")
+    add("--model", default="MaskCLIP", help="a name in IMDLBenCo.registry.MODELS (default MaskCLIP)")
+    add("--if_predict_label", action="store_true",
+        help="BenCo: models that can take labels use them and their label loss")
+    add("--image_size", default=512, type=int, help="images are resized or padded to this size")
+    add("--if_padding", action="store_true", help="zero-pad every image to --image_size (BenCo)")
+    add("--if_resizing", action="store_true", help="resize every image to --image_size (BenCo)")
+    add("--edge_mask_width", default=None, type=int,
+        help="width in pixels of the edge mask for edge losses (paper: 7)")
+    add("--dataset", default="OpenSDID",
+        help="dataset class (a name in DATASETS) for data paths that are not BenCo JSON files")
+    add("--test_data_path", "--test_data_json", dest="test_data_path", default="nebula/OpenSDI_test",
+        help="test source: an OpenSDID source (hub id, local folder, sample:test) read once per "
+             "--test_splits entry, or a BenCo test JSON {name: path}")
+    add("--test_splits", default=DEFAULT_TEST_SPLITS,
+        help="comma list of test splits of --test_data_path (default: all five OpenSDID splits)")
+    add("--test_batch_size", default=2, type=int, help="batch size per process for testing")
+    add("--no_model_eval", action="store_true", help="do not call model.eval() for testing")
+    add("--print_freq", default=20, type=int, help="print progress every N test batches")
+    add("--output_dir", default="./output_dir" if command == "train" else f"./{command.replace('-', '_')}_dir",
+        help="where checkpoints, metrics and logs go")
+    add("--log_dir", default=None, help="TensorBoard logs (default: --output_dir)")
+    add("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    add("--seed", default=42, type=int)
+    add("--num_workers", default=1, type=int)
+    add("--pin_mem", action="store_true", help="pin DataLoader memory (CUDA only)")
+    add("--no_pin_mem", action="store_false", dest="pin_mem")
+    parser.set_defaults(pin_mem=True)
+    add("--world_size", default=1, type=int, help="BenCo compatibility; torchrun sets the real one")
+    add("--local_rank", default=-1, type=int)
+    add("--dist_on_itp", action="store_true")
+    add("--dist_url", default="env://", help="url used to set up distributed training")
+
+
+def _train(parser):
+    add = parser.add_argument
+    add("--data_path", default="nebula/OpenSDI_train",
+        help="training source: an OpenSDID source (split from --train_split or '<source>#<split>'), "
+             "or a BenCo JSON (JsonDataset list, or BalancedDataset [[name, path], ...])")
+    add("--train_split", default="sd15", help="split of --data_path to train on (default sd15)")
+    add("--batch_size", default=1, type=int,
+        help="batch size per process (effective: batch_size * accum_iter * processes)")
+    add("--epochs", default=20, type=int)
+    add("--start_epoch", default=0, type=int, help="set from the checkpoint by --resume")
+    add("--test_period", default=4, type=int,
+        help="test after every N-th epoch and after the last one")
+    add("--log_per_epoch_count", default=20, type=int,
+        help="loss points per epoch in TensorBoard")
+    add("--find_unused_parameters", action="store_true", help="DDP find_unused_parameters")
+    add("--if_not_amp", action="store_true", help="no fp16 autocast (always off on CPU)")
+    add("--accum_iter", default=1, type=int, help="gradient accumulation steps")
+    add("--optimizer", default="adamw", choices=("adam", "adamw"),
+        help="adamw (BenCo) or adam (paper); no weight decay on biases and 1-D parameters")
+    add("--weight_decay", default=0.05, type=float)
+    add("--lr", default=None, type=float, help="absolute learning rate (paper: 1e-4)")
+    add("--blr", default=1e-3, type=float,
+        help="base learning rate when --lr is not given: lr = blr * effective batch / 256")
+    add("--min_lr", default=0.0, type=float, help="floor of BenCo's cosine schedule")
+    add("--warmup_epochs", default=4, type=int, help="linear warm-up epochs of BenCo's schedule")
+    add("--best_metric", default="avg_pixel_f1", choices=BEST_METRICS,
+        help="metric (average over test splits) that selects checkpoint-best.pth")
+    add("--resume", default="",
+        help="checkpoint to continue from, or 'auto' for the latest checkpoint-<epoch>.pth in --output_dir")
+
+
+def _evaluate(parser):
+    parser.add_argument("--checkpoint_path", default=None,
+                        help="a .pth file, or a training --output_dir (its checkpoint-best.pth, "
+                             "else its latest checkpoint-<epoch>.pth)")
+
+
+def _robust(parser):
+    add = parser.add_argument
+    add("--blur_kernels", default="3,5,7,9,11,13,15,17,19,21,23",
+        help="Gaussian blur kernel sizes (odd, >= 3); empty to skip")
+    add("--jpeg_qualities", default="60,70,80,90,100", help="JPEG qualities (1-100); empty to skip")
+    add("--noise_vars", default="", help="Gaussian noise variances (> 0); empty (default) to skip")
+
+
+def build_parser(command):
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}")
+    parser = argparse.ArgumentParser(prog=f"benco-maskclip {command}", add_help=False, allow_abbrev=False)
+    _common(parser, command)
+    if command == "train":
+        _train(parser)
+    else:
+        _evaluate(parser)
+    if command == "test-robust":
+        _robust(parser)
+    return parser
+
+
+def _dests(parser):
+    return {a.dest: a for a in parser._actions if a.dest != "help"}
+
+
+def load_config(path):
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of flag names to values, got "
+                          f"{type(config).__name__}")
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in config.items()}
+
+
+def _as_default(action, value, where):
+    """A YAML value as an argparse default, converted by the flag's own type at parse time."""
+    if action.type is None and action.nargs == 0:  # store_true / store_false
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {action.dest} is a switch; give true or false, not {value!r}")
+        return value
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return None if value is None else str(value)
+
+
+def _apply(parser, values, where):
+    actions = _dests(parser)
+    parser.set_defaults(**{k: _as_default(actions[k], v, where) for k, v in values.items()})
+
+
+def model_class_of(name):
+    if not MODELS.has(name):
+        raise ConfigError(f"--model {name!r} is not registered in IMDLBenCo MODELS; choose one of "
+                          f"{sorted(MODELS.module_dict)}")
+    return MODELS.get(name)
+
+
+def model_parser_for(model_class, command):
+    parser = misc.create_argparser(model_class)
+    parser.prog = f"benco-maskclip {command} --model {model_class.__name__}"
+    return parser
+
+
+def parse(command, argv):
+    """-> (args, model_args) for ``command`` from ``argv`` (the flags after the command name)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    config_path = pre.parse_known_args(argv)[0].config
+    config = load_config(config_path) if config_path else {}
+    where = f"--config {config_path}"
+
+    parser = build_parser(command)
+    own = _dests(parser)
+    other = set().union(*(_dests(build_parser(c)) for c in COMMANDS))
+    _apply(parser, {k: v for k, v in config.items() if k in own and k != "config"}, where)
+    args, remaining = parser.parse_known_args(argv)
+
+    model_parser = model_parser_for(model_class_of(args.model), command)
+    model_dests = _dests(model_parser)
+    unknown = sorted(k for k in config if k not in own and k not in model_dests and k not in other)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}: neither flags of `{command}` nor constructor "
+            f"arguments of --model {args.model}. Fix the spelling or remove them; valid keys: "
+            f"{sorted(set(own) | set(model_dests) - {'config'})}")
+    ignored = sorted(k for k in config if k not in own and k not in model_dests)
+    if ignored:
+        print(f"[{command}] {where}: keys for other commands ignored here: {ignored}")
+    _apply(model_parser, {k: v for k, v in config.items() if k in model_dests and k not in own}, where)
+
+    if args.help:
+        parser.print_help()
+        print()
+        model_parser.print_help()
+        sys.exit(0)
+    model_args = model_parser.parse_args(remaining)
+    _check(command, args, model_args)
+    return args, model_args
+
+
+def int_list(text, flag):
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a comma list of integers, e.g. 3,5,7") from None
+
+
+def float_list(text, flag):
+    try:
+        return [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected a comma list of numbers, e.g. 10,20") from None
+
+
+def _check(command, args, model_args):
+    if args.if_padding and args.if_resizing:
+        raise ConfigError("--if_padding and --if_resizing exclude each other; give one")
+    if not (args.if_padding or args.if_resizing):
+        print(f"[{command}] neither --if_resizing nor --if_padding given: resizing to "
+              f"{args.image_size} (the authors' setting)")
+        args.if_resizing = True
+    if not DATASETS.has(args.dataset):
+        raise ConfigError(f"--dataset {args.dataset!r} is not registered in IMDLBenCo DATASETS; choose "
+                          f"one of {sorted(DATASETS.module_dict)}")
+    args.test_splits = [s.strip() for s in str(args.test_splits).split(",") if s.strip()]
+    if not args.test_splits:
+        raise ConfigError("--test_splits is empty; give a comma list such as sd15,sd2,sdxl,sd3,flux")
+    for flag in ("image_size", "test_batch_size", "print_freq") + (
+            ("batch_size", "epochs", "test_period", "accum_iter") if command == "train" else ()):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    forward = inspect.signature(model_class_of(args.model).forward).parameters
+    edge = forward.get("edge_mask")
+    if edge is not None and edge.default is inspect.Parameter.empty and args.edge_mask_width is None:
+        raise ConfigError(f"--model {args.model} needs BenCo's edge mask; pass --edge_mask_width "
+                          f"(e.g. 7)")
+    if args.log_dir is None:
+        args.log_dir = args.output_dir
+    if command != "train" and not args.checkpoint_path:
+        raise ConfigError(f"--checkpoint_path is required for `{command}`: a .pth file or a "
+                          f"training --output_dir")
+    if command == "test-robust":
+        args.blur_kernels = int_list(args.blur_kernels, "--blur_kernels")
+        args.jpeg_qualities = int_list(args.jpeg_qualities, "--jpeg_qualities")
+        args.noise_vars = float_list(args.noise_vars, "--noise_vars")
+        if any(k < 3 or k % 2 == 0 for k in args.blur_kernels):
+            raise ConfigError(f"--blur_kernels {args.blur_kernels}: kernel sizes must be odd and >= 3")
+        if any(not 1 <= q <= 100 for q in args.jpeg_qualities):
+            raise ConfigError(f"--jpeg_qualities {args.jpeg_qualities}: qualities lie in 1..100")
+        if any(v <= 0 for v in args.noise_vars):
+            raise ConfigError(f"--noise_vars {args.noise_vars}: variances must be > 0")
+    # Checkpoints store args; keeping model flags there says how to rebuild the model.
+    args.model_args = vars(model_args).copy()

@@ -1,0 +1,71 @@
+"""``test-robust``: the paper's robustness sweep (Fig. 5 and 9) with BenCo's wrappers.
+
+For every test set: the clean reference (level 0), then BenCo's ``GaussianBlurWrapper``,
+``JpegCompressionWrapper`` and ``GaussianNoiseWrapper`` levels, each applied as the
+dataset's ``common_transforms`` (before resize/pad, as in BenCo's ``test_robust.py``),
+evaluated with the full protocol. Results: ``robustness.json``, ``robustness.csv``,
+``plots/*.png`` in ``--output_dir``; per level ``<log_dir>/<set>/<perturbation>_<level>/``
+holds its TensorBoard log and ``log.txt`` (folder names without spaces or parentheses).
+"""
+import json
+import os
+import time
+
+from torch.utils.tensorboard import SummaryWriter
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.transforms.robustness_wrapper import (GaussianBlurWrapper, GaussianNoiseWrapper,
+                                                     JpegCompressionWrapper)
+
+from . import data, reporting, runtime
+from .evaluation import prepare
+from .evaluators import build_evaluators, evaluate
+
+
+def sweep(args):
+    """[(perturbation, level, transform)]: the clean reference, then every wrapper level."""
+    levels = [("clean", 0, None)]
+    for perturbation, wrapper in (("gaussian_blur", GaussianBlurWrapper(args.blur_kernels)),
+                                  ("jpeg", JpegCompressionWrapper(args.jpeg_qualities)),
+                                  ("gaussian_noise", GaussianNoiseWrapper(args.noise_vars))):
+        levels += [(perturbation, level, transform) for level, transform in wrapper]
+    return levels
+
+
+def run(args, model_args):
+    model, device, checkpoint, epoch = prepare(args, model_args, "test-robust")
+    main = misc.is_main_process()
+    if main:
+        os.makedirs(args.output_dir, exist_ok=True)
+    sources = data.test_sources(args)
+    levels = sweep(args)
+    evaluators = build_evaluators()
+    rows = []
+    total, step, start = len(sources) * len(levels), 0, time.time()
+    for name, source in sources.items():
+        for perturbation, level, transform in levels:
+            step += 1
+            print(f"[test-robust] ({step}/{total}) {name}: {perturbation} {level:g}")
+            # The same random draws (JPEG quality within [q-1, q], noise) on every run.
+            runtime.seed_everything(args.seed + misc.get_rank())
+            loader = data.test_loader(data.open_test_dataset(args, name, source, transform), args)
+            level_dir = os.path.join(args.log_dir, name, f"{perturbation}_{level:g}")
+            writer = SummaryWriter(log_dir=level_dir) if main else None
+            metrics = evaluate(model, {name: loader}, evaluators, device, int(level), args, writer)[name]
+            if writer is not None:
+                writer.close()
+                with open(os.path.join(level_dir, "log.txt"), "a", encoding="utf-8") as f:
+                    f.write(json.dumps(reporting.json_safe({**{f"test_{k}": v for k, v in metrics.items()},
+                                                            "level": level})) + "\n")
+            rows.append({"split": name, "perturbation": perturbation, "level": level, **metrics})
+            elapsed = time.time() - start
+            print(f"[test-robust] ({step}/{total}) {name} {perturbation} {level:g}: pixel F1 "
+                  f"{metrics['pixel_f1']:.4f}, image F1 {metrics['image_f1']:.4f}, image AUC "
+                  f"{metrics['image_auc']:.4f}; {elapsed:.0f}s elapsed, ~{elapsed / step * (total - step):.0f}s left")
+    if main:
+        meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": checkpoint,
+                "epoch": epoch, "args": vars(args)}
+        paths = reporting.write_robustness(args.output_dir, rows, meta)
+        print("[test-robust] results: " + ", ".join(paths))
+    runtime.finish()
+    return 0

@@ -1,0 +1,106 @@
+"""Process set-up shared by the commands: process group, seeds, model, checkpoints."""
+import inspect
+import os
+import random
+import re
+import types
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.registry import MODELS
+
+from .. import compat
+from .options import ConfigError
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.pth$")
+
+
+def start(args, command):
+    """Process group (compat), device and seeds -> torch.device."""
+    compat.apply_patches()
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        compat.init_distributed_mode(args)
+        device = compat.resolve_device(args)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {args.device}: {exc}") from exc
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    seed_everything(args.seed + misc.get_rank())
+    print(f"[{command}] device {device}, {misc.get_world_size()} process(es), "
+          f"{'distributed' if args.distributed else 'single process'}")
+    return device
+
+
+def seed_everything(seed):
+    # Not misc.seed_torch: it also turns cuDNN off entirely, a large slowdown on GPUs.
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def finish():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def build_model(args, model_args):
+    """The model from MODELS, given arguments the way BenCo's scripts combine them: main
+    flags of the same name (e.g. image_size) first, then the model's own flags."""
+    model = MODELS.get(args.model)
+    target = model if isinstance(model, (types.FunctionType, types.MethodType)) else model.__init__
+    params = inspect.signature(target).parameters
+    combined = {k: v for k, v in vars(args).items() if k in params}
+    for k, v in vars(model_args).items():
+        if k in params and k not in combined:
+            combined[k] = v
+    return model(**combined)
+
+
+def latest_checkpoint(directory):
+    """checkpoint-<n>.pth with the largest n in ``directory``, or None."""
+    if not os.path.isdir(directory):
+        return None
+    numbered = [(int(m.group(1)), name) for name in os.listdir(directory)
+                for m in [_CHECKPOINT_RE.match(name)] if m]
+    return os.path.join(directory, max(numbered)[1]) if numbered else None
+
+
+def numbered_checkpoints(directory):
+    return sorted(os.path.join(directory, name) for name in os.listdir(directory) if _CHECKPOINT_RE.match(name))
+
+
+def resolve_checkpoint(path, flag="--checkpoint_path"):
+    """A .pth file, or a training output dir (checkpoint-best.pth, else the latest)."""
+    if os.path.isdir(path):
+        best = os.path.join(path, "checkpoint-best.pth")
+        found = best if os.path.isfile(best) else latest_checkpoint(path)
+        if found is None:
+            raise ConfigError(f"{flag} {path}: the folder holds no checkpoint-best.pth or "
+                              f"checkpoint-<epoch>.pth; point it at a .pth file or a training --output_dir")
+        return found
+    if not os.path.isfile(path):
+        raise ConfigError(f"{flag} {path}: no such file; give a .pth checkpoint or a training --output_dir")
+    return path
+
+
+def load_weights(model, path, args, flag="--checkpoint_path"):
+    """Load a BenCo checkpoint's (or a bare state dict's) weights -> the checkpoint's epoch or None."""
+    checkpoint = torch.load(path, map_location="cpu")
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        saved = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+        hint = ""
+        if saved is not None:
+            flags = " ".join(f"--{k} {v}" for k, v in getattr(saved, "model_args", {}).items())
+            hint = f" It was trained with --model {saved.model} {flags}".rstrip() + "; pass the same model flags."
+        raise ConfigError(f"{flag} {path}: its weights do not fit --model {args.model} with these "
+                          f"flags.{hint}\n{str(exc)[:2000]}") from None
+    epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
+    print(f"Loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
+    return epoch
