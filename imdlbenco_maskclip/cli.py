@@ -35,10 +35,12 @@ def main(argv=None):
         return 2
     from importlib import import_module
     from .engine.options import ConfigError, parse
+    from .engine.runtime import finish
     try:
         args, model_args = parse(command, rest)
         return import_module(f".engine.{ENGINE_COMMANDS[command]}", __package__).run(args, model_args)
     except ConfigError as exc:
         # stderr, not print: BenCo silences print on ranks other than 0.
         sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
+        finish()
         return 2

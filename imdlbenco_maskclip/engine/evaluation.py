@@ -15,23 +15,24 @@ from . import data, reporting, runtime
 from .evaluators import build_evaluators, evaluate
 
 
-def prepare(args, model_args, command):
-    """Process group, model with the checkpoint's weights, on its device -> (model, device, path, epoch)."""
-    device = runtime.start(args, command)
+def load_model(args, model_args, device):
+    """The model with the checkpoint's weights, on ``device`` -> (model, checkpoint path, epoch)."""
     checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
     model = runtime.build_model(args, model_args)
     epoch = runtime.load_weights(model, checkpoint, args)
     # No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce.
     model.to(device)
-    return model, device, checkpoint, epoch
+    return model, checkpoint, epoch
 
 
 def run(args, model_args):
-    model, device, checkpoint, epoch = prepare(args, model_args, "test")
-    epoch = epoch if isinstance(epoch, int) else 0
-    main = misc.is_main_process()
+    device = runtime.start(args, "test")
+    runtime.resolve_checkpoint(args.checkpoint_path)  # fail before opening data and building the model
     loaders = {name: data.test_loader(data.open_test_dataset(args, name, source), args)
                for name, source in data.test_sources(args).items()}
+    model, checkpoint, epoch = load_model(args, model_args, device)
+    epoch = epoch if isinstance(epoch, int) else 0
+    main = misc.is_main_process()
     writers = {}
     if main:
         os.makedirs(args.output_dir, exist_ok=True)

@@ -73,8 +73,13 @@ def _num(value):
     return "n/a" if not math.isfinite(value) else f"{value:.4f}".replace("0.", ".", 1) if value < 1 else f"{value:.4f}"
 
 
+def _cell(values):
+    """"IoU/F1"-style cell; a single n/a when nothing in it is defined."""
+    return "/".join(_num(v) for v in values) if any(math.isfinite(v) for v in values) else "n/a"
+
+
 def _avg_cell(avg, n_sets, *keys):
-    cell = "/".join(_num(avg[k]) for k in keys)
+    cell = _cell([avg[k] for k in keys])
     partial = sorted({avg["defined_in"][k] for k in keys if 0 < avg["defined_in"][k] < n_sets})
     return cell + (f" (over {partial[0]} of {n_sets})" if partial else "")
 
@@ -85,7 +90,7 @@ def metrics_markdown(results, avg, method, title):
     rule = "|---" * (len(names) + 2) + "|"
 
     def table(caption, *keys):
-        row = f"| {method} | " + " | ".join("/".join(_num(results[n][k]) for k in keys) for n in names)
+        row = f"| {method} | " + " | ".join(_cell([results[n][k] for k in keys]) for n in names)
         return [caption, "", header, rule, row + f" | {_avg_cell(avg, len(names), *keys)} |", ""]
 
     counts = ["Images and partial fakes evaluated:", "", "| | " + " | ".join(_title(n) for n in names) + " | total |",

@@ -18,7 +18,7 @@ from IMDLBenCo.transforms.robustness_wrapper import (GaussianBlurWrapper, Gaussi
                                                      JpegCompressionWrapper)
 
 from . import data, reporting, runtime
-from .evaluation import prepare
+from .evaluation import load_model
 from .evaluators import build_evaluators, evaluate
 
 
@@ -33,11 +33,15 @@ def sweep(args):
 
 
 def run(args, model_args):
-    model, device, checkpoint, epoch = prepare(args, model_args, "test-robust")
+    device = runtime.start(args, "test-robust")
+    runtime.resolve_checkpoint(args.checkpoint_path)  # fail before opening data and building the model
+    sources = data.test_sources(args)
+    for name, source in sources.items():  # a bad source or split fails now, not after a long sweep
+        data.open_test_dataset(args, name, source)
+    model, checkpoint, epoch = load_model(args, model_args, device)
     main = misc.is_main_process()
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
-    sources = data.test_sources(args)
     levels = sweep(args)
     evaluators = build_evaluators()
     rows = []

@@ -57,6 +57,7 @@ def run(args, model_args):
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
         os.makedirs(args.log_dir, exist_ok=True)
+    _resolve_resume(args)
 
     train_set = data.open_train_dataset(args)
     test_sets = {name: data.open_test_dataset(args, name, source)
@@ -88,7 +89,6 @@ def run(args, model_args):
     if device.type != "cuda":
         # BenCo's scaler is a CUDA GradScaler, enabled whenever a GPU exists even for --device cpu.
         loss_scaler._scaler = torch.amp.GradScaler("cuda", enabled=False)
-    _resolve_resume(args)
     misc.load_model(args=args, model_without_ddp=model_without_ddp, optimizer=optimizer, loss_scaler=loss_scaler)
 
     best_json = os.path.join(args.output_dir, "best.json")

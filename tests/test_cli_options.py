@@ -1,0 +1,77 @@
+"""Flags, YAML configs and the errors a bad command line gets (no training here)."""
+import pytest
+
+from imdlbenco_maskclip import cli
+from imdlbenco_maskclip.engine.options import ConfigError, parse
+
+
+def write_yaml(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_gives_defaults_for_main_and_model_flags_and_the_command_line_wins(tmp_path, capsys):
+    config = write_yaml(tmp_path, "\n".join([
+        "epochs: 2",
+        "lr: 1e-3",                 # PyYAML reads this as a string: the flag's own type converts it
+        "if_padding: true",
+        "test_splits: [sd2, sd3]",
+        "model_setting: tiny",      # a MaskCLIP constructor argument
+        "edge_weight: 5",
+        "blur_kernels: 3,5",        # a test-robust flag: ignored by train, with a note
+    ]))
+    args, model_args = parse("train", ["--config", config, "--epochs", "5", "--edge_weight", "7.5"])
+    assert args.epochs == 5 and args.lr == pytest.approx(1e-3) and args.if_padding and not args.if_resizing
+    assert args.test_splits == ["sd2", "sd3"]
+    assert model_args.model_setting == "tiny" and model_args.edge_weight == pytest.approx(7.5)
+    assert args.model_args["model_setting"] == "tiny"  # stored in checkpoints with args
+    assert "blur_kernels" in capsys.readouterr().out
+
+    args, _ = parse("test-robust", ["--config", config, "--checkpoint_path", "x.pth", "--jpeg_qualities", ""])
+    assert args.blur_kernels == [3, 5] and args.jpeg_qualities == [] and args.noise_vars == []
+
+
+def test_model_flags_come_from_the_model_constructor():
+    args, model_args = parse("train", ["--model", "IML_ViT", "--input_size", "64", "--edge_mask_width", "7",
+                                       "--image_size", "64"])
+    assert model_args.input_size == 64 and args.image_size == 64
+    assert not hasattr(model_args, "model_setting")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--model", "MaskClip"], ["--model", "MaskCLIP"]),
+    (["train", "--dataset", "OpenSDI"], ["--dataset", "OpenSDID"]),
+    (["train", "--model", "IML_ViT"], ["--edge_mask_width"]),
+    (["train", "--if_padding", "--if_resizing"], ["--if_padding", "--if_resizing"]),
+    (["test"], ["--checkpoint_path"]),
+    (["test", "--checkpoint_path", "missing/checkpoint-3.pth"], ["--checkpoint_path", "no such file"]),
+    (["test-robust", "--checkpoint_path", "x.pth", "--blur_kernels", "4"], ["--blur_kernels", "odd"]),
+    (["test-robust", "--checkpoint_path", "x.pth", "--jpeg_qualities", "90,120"], ["--jpeg_qualities"]),
+    (["train", "--resume", "missing.pth", "--device", "cpu"], ["--resume", "auto"]),
+])
+def test_bad_flags_get_an_error_naming_the_flag(argv, words, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err
+
+
+def test_a_bad_yaml_key_is_named_with_the_fix(tmp_path, capsys):
+    config = write_yaml(tmp_path, "epochs: 2\nlearning_rate: 1e-4\n")
+    assert cli.main(["train", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "valid keys" in err and "lr" in err
+    with pytest.raises(ConfigError, match="switch"):
+        parse("train", ["--config", write_yaml(tmp_path, "if_resizing: 1\n")])
+
+
+def test_unknown_commands_and_help(capsys):
+    assert cli.main(["fit"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--best_metric" in out and "--model_setting" in out  # main flags, then the model's
