@@ -5,7 +5,9 @@ Random weights (no downloads). Prints one markdown table. Example, the paper set
     python benchmarks/bench_model.py --setting vitl14_mae --batch_size 1 --image_size 512 --threads 2 --steps 3
 
 Peak memory is CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set
-(``ru_maxrss``), which includes building the model.
+(``ru_maxrss``), which includes building the model. The shared 2-core CPU machines are noisy:
+the table also gives the fp32 matmul throughput measured before and after the timed phases,
+so that figures from different runs can be put in proportion.
 """
 import argparse
 import contextlib
@@ -62,6 +64,18 @@ def timed(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
+    """fp32 GEMM throughput of the machine right now, on ViT-MLP-like shapes."""
+    a = torch.randn(1024, 1024, device=device)
+    b = torch.randn(1024, 4096, device=device)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+        synchronize(device)
+    return 2 * 1024 * 1024 * 4096 * runs / (time.perf_counter() - start) / 1e9
+
+
 def main():
     args = parse_args()
     if args.threads:
@@ -94,10 +108,12 @@ def main():
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    gflops_before = matmul_gflops(device)
     model.train()
     train_seconds = timed(train_step, args.steps, device)
     model.eval()
     inference_seconds = timed(inference_step, args.steps, device)
+    gflops_after = matmul_gflops(device)
     if device.type == "cuda":
         peak_gb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 30, "CUDA allocated"
     else:
@@ -106,12 +122,13 @@ def main():
     images = args.batch_size
     print()
     print(f"| setting | device | dtype | batch | image | threads | train step (s) | train img/s "
-          f"| inference (s) | inference img/s | peak {peak_kind} (GiB) | trainable params |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"| inference (s) | inference img/s | peak {peak_kind} (GiB) | trainable params "
+          f"| fp32 matmul GFLOP/s before / after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
           f"{torch.get_num_threads()} | {train_seconds:.3f} | {images / train_seconds:.2f} | "
           f"{inference_seconds:.3f} | {images / inference_seconds:.2f} | {peak_gb:.2f} | "
-          f"{sum(p.numel() for p in trainable) / 1e6:.1f}M |")
+          f"{sum(p.numel() for p in trainable) / 1e6:.1f}M | {gflops_before:.0f} / {gflops_after:.0f} |")
 
 
 if __name__ == "__main__":

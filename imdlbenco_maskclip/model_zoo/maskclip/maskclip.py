@@ -47,12 +47,11 @@ class Attention(nn.Module):
     query [B, Nq, dim], context [B, Nk, dim] -> [B, Nq, dim].
     """
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
-        self.dropout = dropout
         self.q_proj = nn.Linear(dim, dim)
         self.kv_proj = nn.Linear(dim, 2 * dim)
         self.out_proj = nn.Linear(dim, dim)
@@ -61,7 +60,7 @@ class Attention(nn.Module):
         batch, num_queries, dim = query.shape
         q = self.q_proj(query).view(batch, num_queries, self.num_heads, -1).transpose(1, 2)
         k, v = self.kv_proj(context).view(batch, context.shape[1], 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_queries, dim))
 
 
