@@ -446,14 +446,21 @@ class MaskCLIP(nn.Module):
         clip_grids = [tap[:, 1:].transpose(1, 2).unflatten(2, (grid_h, grid_w)) for tap in taps]
         text = self._text_features()
 
-        decoded = self.decoder(self._pixel_features(image, clip_grids))
+        pixel_map = self._pixel_features(image, clip_grids)
+        decoded = self.decoder(pixel_map)
         if self.use_tvca:
             real_fake = self.mask_head(decoded, text)
             # sigmoid(fake - real) is softmax over (real, fake): both channels get gradients.
             mask_logits = real_fake[:, 1:] - real_fake[:, :1]
         else:
             mask_logits = self.mask_head(decoded)
-        mask_logits = F.interpolate(mask_logits, size=image.shape[-2:], mode="bilinear", align_corners=False).float()
+        # An encoder that pads the input (DINOv2, patch 14) covers more than the image: resize to
+        # the covered area, then crop the padding away.
+        height, width = image.shape[-2:]
+        patch = self.pixel_encoder.patch_size
+        covered = (max(pixel_map.shape[-2] * patch, height), max(pixel_map.shape[-1] * patch, width))
+        mask_logits = F.interpolate(mask_logits, size=covered, mode="bilinear", align_corners=False)
+        mask_logits = mask_logits[..., :height, :width].float()
 
         if self.use_vsa:
             image_embedding = self.vsa(torch.stack([tap[:, 0] for tap in taps], dim=1))
