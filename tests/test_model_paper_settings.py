@@ -60,3 +60,49 @@ def test_other_paper_settings_forward(setting):
                     label=torch.ones(1, dtype=torch.long))
     assert out["pred_mask"].shape == (1, 1, 240, 240) and torch.isfinite(out["backward_loss"])
     assert uses_quick_gelu(model) == (setting != "openclip_vitl14_mae")
+
+
+def paper_pixel_encoder(setting: str):
+    from imdlbenco_maskclip.model_zoo.maskclip import load_setting
+    from imdlbenco_maskclip.model_zoo.maskclip.pixel_encoders import build_pixel_encoder
+
+    pixel_setting = load_setting(setting)["pixel_encoder"]
+    return build_pixel_encoder(pixel_setting, image_size=512), pixel_setting
+
+
+def test_mae_release_layout_loads_into_the_windowed_encoder(tmp_path, capsys):
+    """timm's ViT-B/16 keys are the MAE release's: class token, 14x14 positions, final norm."""
+    import timm
+    from imdlbenco_maskclip.model_zoo.maskclip.pretrained import load_pixel_weights
+
+    mae = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "mae_pretrain_vit_base.pth"
+    torch.save({"model": mae.state_dict()}, path)
+    encoder, pixel_setting = paper_pixel_encoder("vitl14_mae")
+    load_pixel_weights(encoder, pixel_setting, str(path))
+
+    assert torch.equal(encoder.blocks[11].mlp.fc2.weight, mae.blocks[11].mlp.fc2.weight)
+    assert torch.equal(encoder.patch_embed.proj.weight, mae.patch_embed.proj.weight)
+    assert encoder.pos_embed.shape == (1, 32, 32, 768) and encoder.pos_embed.abs().sum() > 0
+    report = capsys.readouterr().out
+    assert "warning" not in report  # only the relative positions are new
+    assert "24 missing keys" in report and "cls_token" in report  # rel_pos_h/w of 12 blocks
+
+
+def test_sam_layout_loads_into_the_windowed_encoder(tmp_path):
+    """SAM at 1024 (64x64 grid): positions and global relative positions resized to 512."""
+    import timm
+    from imdlbenco_maskclip.model_zoo.maskclip.pretrained import load_pixel_weights
+
+    sam = timm.create_model("samvit_base_patch16", pretrained=False, num_classes=0)
+    with torch.no_grad():
+        sam.blocks[2].attn.rel_pos_h.normal_()
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(sam.state_dict(), path)
+    encoder, pixel_setting = paper_pixel_encoder("vitl14_sam")
+    load_pixel_weights(encoder, pixel_setting, str(path))
+
+    assert encoder.blocks[2].attn.rel_pos_h.shape == (63, 64)
+    assert encoder.blocks[2].attn.rel_pos_h.abs().sum() > 0  # resized from SAM's, not left at zero
+    assert torch.equal(encoder.blocks[0].attn.rel_pos_h, sam.blocks[0].attn.rel_pos_h)  # windowed: same size
+    assert torch.equal(encoder.blocks[5].attn.qkv.weight, sam.blocks[5].attn.qkv.weight)
