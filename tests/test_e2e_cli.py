@@ -1,0 +1,163 @@
+"""End to end through ``python -m imdlbenco_maskclip`` and torchrun (gloo, CPU): train, test,
+test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP, plus BenCo's
+IML_ViT through the same pipeline."""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SPLIT_SIZES = {"sd2": 18, "sdxl": 14}  # not multiples of 4 (one process) or 8 (two): short batch and tail
+TINY = ["--device", "cpu", "--model_setting", "tiny", "--image_size", "64", "--if_resizing",
+        "--edge_mask_width", "3", "--num_workers", "0", "--test_batch_size", "4", "--seed", "0",
+        "--test_data_path", "sample:test", "--test_splits", ",".join(SPLIT_SIZES)]
+# Trains on the 16-image sd15 test split of the sample: the 72-image train split is 4x slower
+# and these tests check the pipeline, not what the model learns.
+TRAIN = ["train", *TINY, "--data_path", "sample:test#sd15", "--batch_size", "4", "--epochs", "2",
+         "--test_period", "1", "--optimizer", "adam", "--lr", "1e-3", "--warmup_epochs", "0"]
+METRICS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
+
+
+def command(argv, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    return [*launcher, "-m", "imdlbenco_maskclip", *argv]
+
+
+def run_cli(argv, nproc=1, timeout=300):
+    proc = subprocess.run(command(argv, nproc), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def log_lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def assert_complete_metrics(metrics_json, image_level=True):
+    for split, size in SPLIT_SIZES.items():
+        metrics = metrics_json["splits"][split]
+        assert metrics["n_images"] == size
+        assert metrics["n_partial"] > 0
+        assert 0.0 <= metrics["pixel_f1"] <= 1.0 and 0.0 <= metrics["pixel_iou"] <= 1.0
+        for key in ("image_f1", "image_acc", "image_auc"):
+            assert (metrics[key] is not None and math.isfinite(metrics[key])) == image_level, key
+    assert metrics_json["average"]["n_images"] == sum(SPLIT_SIZES.values())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_single")
+    run_cli([*TRAIN, "--output_dir", str(out)])
+    return out
+
+
+def test_single_process_training_keeps_last_and_best_checkpoints_and_writes_reports(trained):
+    assert sorted(p.name for p in trained.glob("checkpoint-*.pth")) == ["checkpoint-1.pth", "checkpoint-best.pth"]
+    assert torch.load(trained / "checkpoint-1.pth", weights_only=False)["epoch"] == 1
+    best = read_json(trained / "best.json")
+    assert best["metric"] == "avg_pixel_f1" and best["epoch"] in (0, 1)
+    assert torch.load(trained / "checkpoint-best.pth", weights_only=False)["epoch"] == best["epoch"]
+    lines = log_lines(trained / "log.txt")
+    assert [line["epoch"] for line in lines] == [0, 1]
+    assert all(math.isfinite(line["train_total_loss"]) for line in lines)
+    assert lines[-1]["test_sd2_n_images"] == 18 and lines[-1]["test_sdxl_n_images"] == 14
+    assert_complete_metrics(read_json(trained / "metrics.json"))
+    table = (trained / "metrics.md").read_text()
+    assert "| method | SD2.1 | SDXL | AVG |" in table and "MaskCLIP (tiny)" in table
+    assert list(trained.glob("events.out.tfevents.*"))
+
+
+def test_two_process_training_over_gloo(tmp_path):
+    argv = [arg if arg != "2" else "1" for arg in TRAIN]  # one epoch
+    run_cli([*argv, "--output_dir", str(tmp_path)], nproc=2)
+    assert (tmp_path / "checkpoint-0.pth").is_file() and (tmp_path / "checkpoint-best.pth").is_file()
+    assert_complete_metrics(read_json(tmp_path / "metrics.json"))
+    assert [line["epoch"] for line in log_lines(tmp_path / "log.txt")] == [0]
+
+
+def test_one_and_two_process_tests_agree_and_keep_each_split_log_apart(trained, tmp_path):
+    results = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"test_{nproc}"
+        run_cli(["test", *TINY, "--checkpoint_path", str(trained), "--output_dir", str(out)], nproc=nproc)
+        results[nproc] = read_json(out / "metrics.json")
+        assert results[nproc]["checkpoint"].endswith("checkpoint-best.pth")
+        assert_complete_metrics(results[nproc])
+        for split, size in SPLIT_SIZES.items():
+            assert [line["test_n_images"] for line in log_lines(out / split / "log.txt")] == [size]
+            assert list((out / split).glob("events.out.tfevents.*"))
+        assert "Pixel level, partial fakes only" in (out / "metrics.md").read_text()
+    for split in SPLIT_SIZES:
+        one, two = results[1]["splits"][split], results[2]["splits"][split]
+        assert one["n_partial"] == two["n_partial"]
+        for key in METRICS:
+            assert one[key] == pytest.approx(two[key], abs=1e-5), (split, key)
+
+
+def test_robustness_sweep_writes_json_csv_and_curves(trained, tmp_path):
+    argv = ["test-robust", *TINY, "--checkpoint_path", str(trained / "checkpoint-1.pth"), "--test_splits", "sd2",
+            "--blur_kernels", "3", "--jpeg_qualities", "90", "--noise_vars", "10", "--output_dir", str(tmp_path)]
+    stdout = run_cli(argv)
+    assert "(4/4) sd2 gaussian_noise 10" in stdout
+    rows = read_json(tmp_path / "robustness.json")["rows"]
+    assert [(r["perturbation"], r["level"]) for r in rows] == [
+        ("clean", 0), ("gaussian_blur", 3), ("jpeg", 90), ("gaussian_noise", 10)]
+    for row in rows:
+        assert row["split"] == "sd2" and row["n_images"] == 18
+        assert all(math.isfinite(row[key]) for key in METRICS)
+    csv_lines = (tmp_path / "robustness.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("split,perturbation,level,pixel_f1") and len(csv_lines) == 5
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert pngs == ["pixel_f1_gaussian_blur.png", "pixel_f1_gaussian_noise.png", "pixel_f1_jpeg.png",
+                    "robustness_sd2.png"]
+    for png in (tmp_path / "plots").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert sorted(p.name for p in (tmp_path / "sd2").iterdir()) == [
+        "clean_0", "gaussian_blur_3", "gaussian_noise_10", "jpeg_90"]
+
+
+def test_a_killed_run_resumes_to_the_same_final_epoch(trained, tmp_path):
+    proc = subprocess.Popen(command([*TRAIN, "--output_dir", str(tmp_path)]), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "log.txt"
+    deadline = time.time() + 240
+    while not (log.is_file() and log.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()  # during epoch 1: its log line is written only after its checkpoint
+    proc.wait()
+    assert [line["epoch"] for line in log_lines(log)] == [0]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == ["checkpoint-0.pth", "checkpoint-best.pth"]
+
+    stdout = run_cli([*TRAIN, "--output_dir", str(tmp_path), "--resume", "auto"])
+    assert "continuing from" in stdout and "checkpoint-0.pth" in stdout
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == \
+        sorted(p.name for p in trained.glob("checkpoint-*.pth"))
+    assert torch.load(tmp_path / "checkpoint-1.pth", weights_only=False)["epoch"] == \
+        torch.load(trained / "checkpoint-1.pth", weights_only=False)["epoch"] == 1
+    assert [line["epoch"] for line in log_lines(log)] == [0, 1]
+    assert_complete_metrics(read_json(tmp_path / "metrics.json"))
+
+
+def test_benco_iml_vit_trains_and_tests_through_the_same_pipeline(tmp_path):
+    argv = ["train", "--model", "IML_ViT", "--input_size", "64", "--embed_dim", "96", "--fpn_channels", "32",
+            "--mlp_embeding_dim", "32", *[a for a in TRAIN[1:] if a not in ("--model_setting", "tiny")],
+            "--epochs", "1", "--output_dir", str(tmp_path)]
+    run_cli(argv)
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["method"] == "IML_ViT"
+    assert_complete_metrics(metrics, image_level=False)  # IML_ViT gives no pred_label
+    assert "n/a" in (tmp_path / "metrics.md").read_text()
+    assert (tmp_path / "checkpoint-0.pth").is_file()
