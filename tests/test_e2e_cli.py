@@ -20,7 +20,7 @@ TINY = ["--device", "cpu", "--model_setting", "tiny", "--image_size", "64", "--i
 # Trains on the 16-image sd15 test split of the sample: the 72-image train split is 4x slower
 # and these tests check the pipeline, not what the model learns.
 TRAIN = ["train", *TINY, "--data_path", "sample:test#sd15", "--batch_size", "4", "--epochs", "2",
-         "--test_period", "1", "--optimizer", "adam", "--lr", "1e-3", "--warmup_epochs", "0"]
+         "--test_period", "2", "--optimizer", "adam", "--lr", "1e-3", "--warmup_epochs", "0"]
 METRICS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
 
 
@@ -46,15 +46,16 @@ def log_lines(path):
         return [json.loads(line) for line in f]
 
 
-def assert_complete_metrics(metrics_json, image_level=True):
-    for split, size in SPLIT_SIZES.items():
+def assert_complete_metrics(metrics_json, image_level=True, splits=tuple(SPLIT_SIZES)):
+    for split in splits:
+        size = SPLIT_SIZES[split]
         metrics = metrics_json["splits"][split]
         assert metrics["n_images"] == size
         assert metrics["n_partial"] > 0
         assert 0.0 <= metrics["pixel_f1"] <= 1.0 and 0.0 <= metrics["pixel_iou"] <= 1.0
         for key in ("image_f1", "image_acc", "image_auc"):
             assert (metrics[key] is not None and math.isfinite(metrics[key])) == image_level, key
-    assert metrics_json["average"]["n_images"] == sum(SPLIT_SIZES.values())
+    assert metrics_json["average"]["n_images"] == sum(SPLIT_SIZES[split] for split in splits)
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,12 @@ def test_single_process_training_keeps_last_and_best_checkpoints_and_writes_repo
     assert sorted(p.name for p in trained.glob("checkpoint-*.pth")) == ["checkpoint-1.pth", "checkpoint-best.pth"]
     assert torch.load(trained / "checkpoint-1.pth", weights_only=False)["epoch"] == 1
     best = read_json(trained / "best.json")
-    assert best["metric"] == "avg_pixel_f1" and best["epoch"] in (0, 1)
+    assert best["metric"] == "avg_pixel_f1" and best["epoch"] == 1  # the only test: --test_period 2
     assert torch.load(trained / "checkpoint-best.pth", weights_only=False)["epoch"] == best["epoch"]
     lines = log_lines(trained / "log.txt")
     assert [line["epoch"] for line in lines] == [0, 1]
     assert all(math.isfinite(line["train_total_loss"]) for line in lines)
+    assert "test_sd2_n_images" not in lines[0]
     assert lines[-1]["test_sd2_n_images"] == 18 and lines[-1]["test_sdxl_n_images"] == 14
     assert_complete_metrics(read_json(trained / "metrics.json"))
     table = (trained / "metrics.md").read_text()
@@ -139,7 +141,7 @@ def test_a_killed_run_resumes_to_the_same_final_epoch(trained, tmp_path):
     proc.kill()  # during epoch 1: its log line is written only after its checkpoint
     proc.wait()
     assert [line["epoch"] for line in log_lines(log)] == [0]
-    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == ["checkpoint-0.pth", "checkpoint-best.pth"]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == ["checkpoint-0.pth"]  # untested yet
 
     stdout = run_cli([*TRAIN, "--output_dir", str(tmp_path), "--resume", "auto"])
     assert "continuing from" in stdout and "checkpoint-0.pth" in stdout
@@ -152,12 +154,12 @@ def test_a_killed_run_resumes_to_the_same_final_epoch(trained, tmp_path):
 
 
 def test_benco_iml_vit_trains_and_tests_through_the_same_pipeline(tmp_path):
-    argv = ["train", "--model", "IML_ViT", "--input_size", "64", "--embed_dim", "96", "--fpn_channels", "32",
-            "--mlp_embeding_dim", "32", *[a for a in TRAIN[1:] if a not in ("--model_setting", "tiny")],
-            "--epochs", "1", "--output_dir", str(tmp_path)]
+    argv = ["train", "--model", "IML_ViT", "--input_size", "64", "--embed_dim", "48", "--fpn_channels", "16",
+            "--mlp_embeding_dim", "16", *[a for a in TRAIN[1:] if a not in ("--model_setting", "tiny")],
+            "--epochs", "1", "--test_splits", "sd2", "--output_dir", str(tmp_path)]
     run_cli(argv)
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["method"] == "IML_ViT"
-    assert_complete_metrics(metrics, image_level=False)  # IML_ViT gives no pred_label
+    assert_complete_metrics(metrics, image_level=False, splits=("sd2",))  # IML_ViT gives no pred_label
     assert "n/a" in (tmp_path / "metrics.md").read_text()
     assert (tmp_path / "checkpoint-0.pth").is_file()

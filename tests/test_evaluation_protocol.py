@@ -160,8 +160,9 @@ def test_one_process_scores_every_sample_once_with_a_short_last_batch():
     assert_matches_hand(run_protocol())
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_several_processes_score_every_sample_once_with_benco_tail(world):
+def test_three_processes_score_every_sample_once_with_benco_tail():
+    # Two processes on real data: tests/test_e2e_cli.py.
+    world = 3
     assert N_SAMPLES % (world * 2) != 0  # BenCo's tail pass runs
     results = mp.Manager().dict()
     mp.spawn(_rank_worker, args=(world, _free_port(), results), nprocs=world, join=True)
