@@ -1,6 +1,4 @@
 """A tiny MaskCLIP can learn: it overfits a few images with a pasted square to high pixel F1."""
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -37,13 +35,11 @@ def test_tiny_model_overfits_pasted_squares():
     model = MaskCLIP(model_setting="tiny", image_size=SIZE, edge_weight=0.0).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
 
-    start = time.perf_counter()
-    for _ in range(150):
+    for _ in range(150):  # about 20 s on 2 idle cores
         loss = model(image=images, mask=masks, label=labels)["backward_loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert time.perf_counter() - start < 60
 
     model.eval()
     with torch.no_grad():

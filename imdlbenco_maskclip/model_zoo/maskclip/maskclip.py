@@ -286,6 +286,12 @@ class MaskCLIP(nn.Module):
         self.ce_weight, self.bce_weight, self.edge_weight = float(ce_weight), float(bce_weight), float(edge_weight)
         setting = load_setting(model_setting)
         self.model_setting = model_setting
+        pixel_setting = setting["pixel_encoder"]
+        # Windowed encoders need whole patches; timm ViTs (DINOv2) pad their input instead.
+        patch = pixel_setting.get("patch_size", 1)
+        if image_size < patch or image_size % patch:
+            raise ValueError(f"--image_size must be a positive multiple of the pixel encoder's patch size "
+                             f"{patch} (setting {model_setting}), got {image_size}")
 
         import open_clip
 
@@ -305,12 +311,7 @@ class MaskCLIP(nn.Module):
         self.register_buffer("clip_input_scale", (in_std / clip_std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("clip_input_shift", ((in_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False)
 
-        pixel_setting = setting["pixel_encoder"]
         self.pixel_encoder = build_pixel_encoder(pixel_setting, image_size)
-        patch = self.pixel_encoder.patch_size
-        if image_size < patch or (pixel_setting["type"] == "windowed_vit" and image_size % patch):
-            raise ValueError(f"--image_size must be a positive multiple of the pixel encoder's patch size "
-                             f"{patch} (setting {model_setting}), got {image_size}")
         load_pixel_weights(self.pixel_encoder, pixel_setting, pixel_pretrained)
         pixel_dim, pixel_depth = self.pixel_encoder.embed_dim, len(self.pixel_encoder.blocks)
         self.fusion_blocks = list(setting["fusion_blocks"])
