@@ -12,9 +12,10 @@ A partial fake is recognised from the batch itself: ``label == 1`` and a mask th
 neither empty nor full inside ``shape_mask`` (the whole image without padding). Fully
 generated fakes have all-one masks and reals all-zero ones (BenCo's convention), so this
 needs nothing but what BenCo's datasets return and works for OpenSDID, BenCo JSON and
-folder datasets alike. A partial edit that vanishes at the evaluated resolution cannot be
-scored there and is not counted; ``evaluate`` warns when the count differs from
-the dataset's own ``num_partial``.
+folder datasets alike. A partial edit absent from the evaluated image (lost in resizing, or
+outside the top-left crop that BenCo's padding mode keeps of larger images) cannot be
+scored there and is not counted; ``evaluate`` warns when the count differs from the
+dataset's own ``num_partial``.
 
 Exactly once: BenCo's tester feeds each rank's share to ``batch_update`` and the same tail
 (``N % (world * batch)`` samples) to ``remain_update`` on every rank. The per-sample
@@ -200,7 +201,8 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
         expected_partial = getattr(dataset, "num_partial", None)
         if expected_partial is not None and expected_partial != metrics["n_partial"]:
             print(f"WARNING [test] {name}: {metrics['n_partial']} partial fakes scored, the dataset lists "
-                  f"{expected_partial} (edits that vanish at --image_size {args.image_size} are not scored)")
+                  f"{expected_partial}: edits that vanish when resized to --image_size {args.image_size}, or "
+                  f"that lie outside the top-left crop BenCo's --if_padding keeps of larger images, are not scored")
         results[name] = metrics
         print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in metrics.items()))

@@ -97,7 +97,7 @@ def load_weights(model, path, args, flag="--checkpoint_path"):
         saved = checkpoint.get("args") if isinstance(checkpoint, dict) else None
         hint = ""
         if saved is not None:
-            flags = " ".join(f"--{k} {v}" for k, v in getattr(saved, "model_args", {}).items())
+            flags = " ".join(f"--{k} {v}" for k, v in getattr(saved, "model_args", {}).items() if v is not None)
             hint = f" It was trained with --model {saved.model} {flags}".rstrip() + "; pass the same model flags."
         raise ConfigError(f"{flag} {path}: its weights do not fit --model {args.model} with these "
                           f"flags.{hint}\n{str(exc)[:2000]}") from None
