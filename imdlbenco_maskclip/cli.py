@@ -16,14 +16,10 @@ ENGINE_COMMANDS = {"train": "training", "test": "evaluation", "test-robust": "ro
 DATASET_COMMANDS = {"sample": "main_sample", "export": "main_export", "preview": "main_preview"}
 
 
-def _usage():
-    return __doc__.strip().split("\n\n")[0] + "\n"
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(_usage())
+        sys.stdout.write(__doc__.lstrip())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command in DATASET_COMMANDS:

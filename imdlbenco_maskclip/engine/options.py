@@ -267,5 +267,6 @@ def _check(command, args, model_args):
             raise ConfigError(f"--jpeg_qualities {args.jpeg_qualities}: qualities lie in 1..100")
         if any(v <= 0 for v in args.noise_vars):
             raise ConfigError(f"--noise_vars {args.noise_vars}: variances must be > 0")
-    # Checkpoints store args; keeping model flags there says how to rebuild the model.
-    args.model_args = vars(model_args).copy()
+    # Checkpoints store args; keeping model flags there says how to rebuild the model. Main
+    # flags of the same name (image_size) are what the model gets, as in BenCo's scripts.
+    args.model_args = {k: getattr(args, k, v) for k, v in vars(model_args).items()}
