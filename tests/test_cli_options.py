@@ -1,7 +1,11 @@
 """Flags, YAML configs and the errors a bad command line gets (no training here)."""
+import json
+
 import pytest
+from IMDLBenCo.datasets import BalancedDataset
 
 from imdlbenco_maskclip import cli
+from imdlbenco_maskclip.engine import data
 from imdlbenco_maskclip.engine.options import ConfigError, parse
 
 
@@ -75,3 +79,23 @@ def test_unknown_commands_and_help(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--best_metric" in out and "--model_setting" in out  # main flags, then the model's
+
+
+def test_benco_json_sources_and_split_names(tmp_path):
+    balanced = tmp_path / "balanced.json"
+    balanced.write_text(json.dumps([["OpenSDID", "sample:train#sd15"]]))
+    tests = tmp_path / "tests.json"
+    tests.write_text(json.dumps({"in_domain": "sample:test#sd15", "cross": "sample:test#flux"}))
+    args, _ = parse("train", ["--data_path", str(balanced), "--test_data_path", str(tests), "--image_size", "64",
+                              "--model_setting", "tiny"])
+    train = data.open_train_dataset(args)
+    assert isinstance(train, BalancedDataset) and len(train) == 1840  # BenCo's samples per entry and epoch
+    sources = data.test_sources(args)
+    assert list(sources) == ["in_domain", "cross"]
+    assert [len(data.open_test_dataset(args, name, source)) for name, source in sources.items()] == [16, 16]
+
+    args.test_data_path = "sample:test#sd3"
+    assert list(data.test_sources(args)) == ["sd3"]
+    args.test_data_path, args.test_splits = "sample:test", ["sd15", "sd4"]
+    with pytest.raises(ConfigError, match="--test_data_path/--test_splits .*sd4"):
+        data.open_test_dataset(args, "sd4", data.test_sources(args)["sd4"])
