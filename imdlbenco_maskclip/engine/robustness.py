@@ -35,9 +35,8 @@ def sweep(args):
 def run(args, model_args):
     device = runtime.start(args, "test-robust")
     runtime.resolve_checkpoint(args.checkpoint_path)  # fail before opening data and building the model
-    sources = data.test_sources(args)
-    for name, source in sources.items():  # a bad source or split fails now, not after a long sweep
-        data.open_test_dataset(args, name, source)
+    # Each set is opened once (a bad source or split fails now, not after a long sweep).
+    datasets = {name: data.open_test_dataset(args, name, source) for name, source in data.test_sources(args).items()}
     model, checkpoint, epoch = load_model(args, model_args, device)
     main = misc.is_main_process()
     if main:
@@ -45,14 +44,17 @@ def run(args, model_args):
     levels = sweep(args)
     evaluators = build_evaluators()
     rows = []
-    total, step, start = len(sources) * len(levels), 0, time.time()
-    for name, source in sources.items():
+    total, step, start = len(datasets) * len(levels), 0, time.time()
+    for name, dataset in datasets.items():
         for perturbation, level, transform in levels:
             step += 1
             print(f"[test-robust] ({step}/{total}) {name}: {perturbation} {level:g}")
             # The same random draws (JPEG quality within [q-1, q], noise) on every run.
             runtime.seed_everything(args.seed + misc.get_rank())
-            loader = data.test_loader(data.open_test_dataset(args, name, source, transform), args)
+            # BenCo's datasets apply common_transforms in __getitem__ (before resize/pad); loader
+            # workers start afresh for each level, so setting it here is what reopening would do.
+            dataset.common_transforms = transform
+            loader = data.test_loader(dataset, args)
             level_dir = os.path.join(args.log_dir, name, f"{perturbation}_{level:g}")
             writer = SummaryWriter(log_dir=level_dir) if main else None
             metrics = evaluate(model, {name: loader}, evaluators, device, int(level), args, writer)[name]

@@ -1,0 +1,38 @@
+"""The robustness sweep's levels are BenCo's wrappers, applied before resize like BenCo's test_robust.py."""
+import torch
+
+from imdlbenco_maskclip.engine import data
+from imdlbenco_maskclip.engine.options import parse
+from imdlbenco_maskclip.engine.robustness import sweep
+
+
+def robust_args(*extra):
+    args, _ = parse("test-robust", ["--checkpoint_path", "x.pth", "--model_setting", "tiny", "--image_size", "64",
+                                    "--test_data_path", "sample:test", "--test_splits", "sd2", *extra])
+    return args
+
+
+def test_paper_sweep_levels_with_clean_reference_first():
+    levels = sweep(robust_args())
+    assert levels[0] == ("clean", 0, None)
+    assert [lv for p, lv, _ in levels if p == "gaussian_blur"] == list(range(3, 24, 2))
+    assert [lv for p, lv, _ in levels if p == "jpeg"] == [60, 70, 80, 90, 100]
+    assert not [lv for p, lv, _ in levels if p == "gaussian_noise"]  # noise only on request
+    blur = dict((lv, t) for p, lv, t in levels if p == "gaussian_blur")[7]
+    assert type(blur).__name__ == "GaussianBlur" and blur.blur_limit == (7, 7)
+    jpeg = dict((lv, t) for p, lv, t in levels if p == "jpeg")[60]
+    assert (jpeg.quality_lower, jpeg.quality_upper) == (59, 60)
+
+
+def test_each_level_changes_the_image_but_not_mask_or_label():
+    args = robust_args("--blur_kernels", "9", "--jpeg_qualities", "60", "--noise_vars", "50")
+    dataset = data.open_test_dataset(args, "sd2", data.test_sources(args)["sd2"])
+    partial = int(dataset.is_partial.nonzero()[0][0])
+    samples = {}
+    for perturbation, level, transform in sweep(args):
+        dataset.common_transforms = transform  # what robustness.run does per level
+        samples[perturbation] = dataset[partial]
+    clean = samples.pop("clean")
+    for perturbation, sample in samples.items():
+        assert not torch.allclose(sample["image"], clean["image"], atol=1e-3), perturbation
+        assert torch.equal(sample["mask"], clean["mask"]) and sample["label"] == clean["label"] == 1
