@@ -19,6 +19,7 @@ Defaults that differ from BenCo's scripts, and why:
 """
 import argparse
 import inspect
+import os
 import sys
 
 import yaml
@@ -118,6 +119,12 @@ def _robust(parser):
     add("--noise_vars", default="", help="Gaussian noise variances (> 0); empty (default) to skip")
 
 
+def _note(text):
+    # Parsing runs before the process group (and BenCo's rank-0-only print) exists.
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
 def build_parser(command):
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}")
@@ -203,7 +210,7 @@ def parse(command, argv):
             f"{sorted(set(own) | set(model_dests) - {'config'})}")
     ignored = sorted(k for k in config if k not in own and k not in model_dests)
     if ignored:
-        print(f"[{command}] {where}: keys for other commands ignored here: {ignored}")
+        _note(f"[{command}] {where}: keys for other commands ignored here: {ignored}")
     _apply(model_parser, {k: v for k, v in config.items() if k in model_dests and k not in own}, where)
 
     if args.help:
@@ -234,7 +241,7 @@ def _check(command, args, model_args):
     if args.if_padding and args.if_resizing:
         raise ConfigError("--if_padding and --if_resizing exclude each other; give one")
     if not (args.if_padding or args.if_resizing):
-        print(f"[{command}] neither --if_resizing nor --if_padding given: resizing to "
+        _note(f"[{command}] neither --if_resizing nor --if_padding given: resizing to "
               f"{args.image_size} (the authors' setting)")
         args.if_resizing = True
     if not DATASETS.has(args.dataset):
