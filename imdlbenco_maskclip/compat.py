@@ -44,7 +44,7 @@ _applied = False
 _print_wrapped = False
 
 
-def _collective_device() -> torch.device:
+def collective_device() -> torch.device:
     """The device that tensors handed to the current process group must live on."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -54,7 +54,7 @@ def _collective_device() -> torch.device:
 def _synchronize_between_processes(self):
     if not misc.is_dist_avail_and_initialized():
         return
-    t = torch.tensor([self.count, self.total], dtype=torch.float64, device=_collective_device())
+    t = torch.tensor([self.count, self.total], dtype=torch.float64, device=collective_device())
     dist.barrier()
     dist.all_reduce(t)
     t = t.tolist()
@@ -66,7 +66,7 @@ def _all_reduce(x, mean):
     world_size = misc.get_world_size()
     if world_size == 1:
         return x
-    reduced = torch.tensor(x, device=_collective_device())
+    reduced = torch.tensor(x, device=collective_device())
     dist.all_reduce(reduced)
     if mean:
         reduced /= world_size

@@ -32,6 +32,8 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, ImageF1, PixelF1, PixelIOU
 from IMDLBenCo.training_scripts.tester import test_one_epoch
 
+from ..compat import collective_device
+
 
 def partial_rows(mask, label, shape_mask=None):
     """Bool [B]: rows that are partial fakes (label 1, mask neither empty nor full)."""
@@ -39,11 +41,6 @@ def partial_rows(mask, label, shape_mask=None):
     positive = (mask * valid).flatten(1).sum(dim=1)
     area = valid.flatten(1).sum(dim=1)
     return (label.reshape(-1) == 1) & (positive > 0) & (positive < area)
-
-
-def _collective_device():
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-        else torch.device("cpu")
 
 
 class _CountedOnce(AbstractEvaluator):
@@ -77,7 +74,7 @@ class _CountedOnce(AbstractEvaluator):
     def epoch_update(self):
         shares = torch.tensor([self.total, self.count], dtype=torch.float64)
         if misc.is_dist_avail_and_initialized():
-            shares = shares.to(_collective_device())
+            shares = shares.to(collective_device())
             dist.all_reduce(shares)
         total, count = shares.tolist()
         return self._result(total + self.tail_total, int(round(count)) + self.tail_count)
