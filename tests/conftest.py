@@ -5,7 +5,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+import builtins
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def keep_builtin_print(monkeypatch):
+    """In-process init_distributed_mode lets BenCo wrap builtins.print with timestamps,
+    which would leak into the printed paths that later tests read."""
+    monkeypatch.setattr(builtins, "print", builtins.print)
 
 
 def pytest_addoption(parser):
