@@ -415,7 +415,8 @@ class OpenSDID(AbstractDataset):
     def _get_image(self, index):
         n = len(self._rows)
         for step in range(n):
-            row = int(self._rows[(index + step) % n])
+            position = (index + step) % n
+            row = int(self._rows[position])
             if row in self._bad_rows:
                 continue
             try:
@@ -424,10 +425,8 @@ class OpenSDID(AbstractDataset):
                 self._bad(row, exc)
                 continue
             shape = (tp_img.shape[1], tp_img.shape[0])
-            name = self._all_names[row]
-            tp_path = f"{self.entry_path}/{name}"
-            gt_path = {0: "Negative"}.get(label, f"{self.entry_path}/{name}:mask")
-            return tp_img, gt_img, label, shape, shape, tp_path, gt_path
+            # tp_path / gt_path are built once per index by _paths(), in step with _rows.
+            return tp_img, gt_img, label, shape, shape, self.tp_path[position], self.gt_path[position]
         raise RuntimeError(f"{self.entry_path}: every sample is bad; {self.report()}")
 
     # -- public API ----------------------------------------------------------
