@@ -78,13 +78,13 @@ def write_preview(dataset, out, num=12, cols=4, seed=0):
     from .opensdid import BadSampleError
 
     pick = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:num])
-    kinds = dataset.kinds
+    kinds, names = dataset.kinds, dataset.names  # properties that build a list over the whole set
     n_rows = max(1, -(-len(pick) // cols))
     fig, axes = plt.subplots(n_rows, cols, figsize=(3.2 * cols, 3.4 * n_rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, pick):
-        name = dataset.names[i]
+        name = names[i]
         try:
             image, mask, label = dataset.read(i)
         except BadSampleError as exc:
