@@ -4,7 +4,6 @@ Writes ``metrics.json`` and ``metrics.md`` to ``--output_dir``, a ``log.txt`` li
 and per set ``<log_dir>/<set>/`` with its own TensorBoard log and ``log.txt`` (BenCo's
 ``test.py`` writes every set's stats into the last set's log).
 """
-import json
 import os
 
 from torch.utils.tensorboard import SummaryWriter
@@ -40,13 +39,12 @@ def run(args, model_args):
     results = evaluate(model, loaders, build_evaluators(), device, epoch, args, writers, is_test=True)
     if main:
         for name, writer in writers.items():
-            with open(os.path.join(args.log_dir, name, "log.txt"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(reporting.json_safe({**{f"test_{k}": v for k, v in results[name].items()},
-                                                        "epoch": epoch})) + "\n")
+            reporting.append_json_line(os.path.join(args.log_dir, name, "log.txt"),
+                                       {**{f"test_{k}": v for k, v in results[name].items()}, "epoch": epoch})
             writer.close()
         avg = reporting.average(results)
-        with open(os.path.join(args.output_dir, "log.txt"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(reporting.json_safe({**reporting.flat_stats(results, avg), "epoch": epoch})) + "\n")
+        reporting.append_json_line(os.path.join(args.output_dir, "log.txt"),
+                                   {**reporting.flat_stats(results, avg), "epoch": epoch})
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": checkpoint,
                 "epoch": epoch, "args": vars(args)}
         paths = reporting.write_metrics(args.output_dir, results, meta,

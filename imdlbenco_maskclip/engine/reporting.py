@@ -36,6 +36,12 @@ def write_json(path, data):
         f.write("\n")
 
 
+def append_json_line(path, record):
+    """Append ``record`` (NaN as null) as one JSON line, BenCo's ``log.txt`` format."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(json_safe(record)) + "\n")
+
+
 def average(results):
     """Mean of each metric over the sets where it is defined, and the counts summed.
 

@@ -7,7 +7,6 @@ evaluated with the full protocol. Results: ``robustness.json``, ``robustness.csv
 ``plots/*.png`` in ``--output_dir``; per level ``<log_dir>/<set>/<perturbation>_<level>/``
 holds its TensorBoard log and ``log.txt`` (folder names without spaces or parentheses).
 """
-import json
 import os
 import time
 
@@ -60,9 +59,8 @@ def run(args, model_args):
             metrics = evaluate(model, {name: loader}, evaluators, device, int(level), args, writer)[name]
             if writer is not None:
                 writer.close()
-                with open(os.path.join(level_dir, "log.txt"), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(reporting.json_safe({**{f"test_{k}": v for k, v in metrics.items()},
-                                                            "level": level})) + "\n")
+                reporting.append_json_line(os.path.join(level_dir, "log.txt"),
+                                           {**{f"test_{k}": v for k, v in metrics.items()}, "level": level})
             rows.append({"split": name, "perturbation": perturbation, "level": level, **metrics})
             elapsed = time.time() - start
             print(f"[test-robust] ({step}/{total}) {name} {perturbation} {level:g}: pixel F1 "

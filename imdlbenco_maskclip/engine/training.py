@@ -142,8 +142,7 @@ def run(args, model_args):
             for old in runtime.numbered_checkpoints(args.output_dir):
                 if old != checkpoint:
                     os.remove(old)
-            with open(os.path.join(args.output_dir, "log.txt"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(reporting.json_safe({**log_stats, "epoch": epoch})) + "\n")
+            reporting.append_json_line(os.path.join(args.output_dir, "log.txt"), {**log_stats, "epoch": epoch})
             if log_writer is not None:
                 log_writer.flush()
 
