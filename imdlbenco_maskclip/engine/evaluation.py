@@ -14,22 +14,23 @@ from . import data, reporting, runtime
 from .evaluators import build_evaluators, evaluate
 
 
-def load_model(args, model_args, device):
-    """The model with the checkpoint's weights, on ``device`` -> (model, checkpoint path, epoch)."""
-    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
+def load_model(args, model_args, device, checkpoint):
+    """The model with the weights of ``checkpoint`` (a path from ``runtime.resolve_checkpoint``),
+    on ``device`` -> (model, the checkpoint's epoch or None)."""
     model = runtime.build_model(args, model_args)
     epoch = runtime.load_weights(model, checkpoint, args)
     # No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce.
     model.to(device)
-    return model, checkpoint, epoch
+    return model, epoch
 
 
 def run(args, model_args):
     device = runtime.start(args, "test")
-    runtime.resolve_checkpoint(args.checkpoint_path)  # fail before opening data and building the model
+    # Resolved once, before opening data and building the model, so a bad path fails first.
+    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
     loaders = {name: data.test_loader(data.open_test_dataset(args, name, source), args)
                for name, source in data.test_sources(args).items()}
-    model, checkpoint, epoch = load_model(args, model_args, device)
+    model, epoch = load_model(args, model_args, device, checkpoint)
     epoch = epoch if isinstance(epoch, int) else 0
     main = misc.is_main_process()
     writers = {}

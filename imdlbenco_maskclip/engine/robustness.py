@@ -33,10 +33,11 @@ def sweep(args):
 
 def run(args, model_args):
     device = runtime.start(args, "test-robust")
-    runtime.resolve_checkpoint(args.checkpoint_path)  # fail before opening data and building the model
+    # Resolved once, before opening data and building the model, so a bad path fails first.
+    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
     # Each set is opened once (a bad source or split fails now, not after a long sweep).
     datasets = {name: data.open_test_dataset(args, name, source) for name, source in data.test_sources(args).items()}
-    model, checkpoint, epoch = load_model(args, model_args, device)
+    model, epoch = load_model(args, model_args, device, checkpoint)
     main = misc.is_main_process()
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
