@@ -223,18 +223,12 @@ def parse(command, argv):
     return args, model_args
 
 
-def int_list(text, flag):
+def comma_list(text, flag, convert, expected):
+    """``"3, 5,7"`` -> ``[convert("3"), ...]``; a bad entry names ``flag`` and what is ``expected``."""
     try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
+        return [convert(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected a comma list of integers, e.g. 3,5,7") from None
-
-
-def float_list(text, flag):
-    try:
-        return [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected a comma list of numbers, e.g. 10,20") from None
+        raise ConfigError(f"{flag} {text!r}: expected a comma list of {expected}") from None
 
 
 def _check(command, args, model_args):
@@ -265,9 +259,9 @@ def _check(command, args, model_args):
         raise ConfigError(f"--checkpoint_path is required for `{command}`: a .pth file or a "
                           f"training --output_dir")
     if command == "test-robust":
-        args.blur_kernels = int_list(args.blur_kernels, "--blur_kernels")
-        args.jpeg_qualities = int_list(args.jpeg_qualities, "--jpeg_qualities")
-        args.noise_vars = float_list(args.noise_vars, "--noise_vars")
+        args.blur_kernels = comma_list(args.blur_kernels, "--blur_kernels", int, "integers, e.g. 3,5,7")
+        args.jpeg_qualities = comma_list(args.jpeg_qualities, "--jpeg_qualities", int, "integers, e.g. 3,5,7")
+        args.noise_vars = comma_list(args.noise_vars, "--noise_vars", float, "numbers, e.g. 10,20")
         if any(k < 3 or k % 2 == 0 for k in args.blur_kernels):
             raise ConfigError(f"--blur_kernels {args.blur_kernels}: kernel sizes must be odd and >= 3")
         if any(not 1 <= q <= 100 for q in args.jpeg_qualities):
