@@ -60,17 +60,17 @@ def build_model(args, model_args):
     return model(**combined)
 
 
-def latest_checkpoint(directory):
-    """checkpoint-<n>.pth with the largest n in ``directory``, or None."""
-    if not os.path.isdir(directory):
-        return None
+def numbered_checkpoints(directory):
+    """The checkpoint-<n>.pth files in ``directory``, by increasing n."""
     numbered = [(int(m.group(1)), name) for name in os.listdir(directory)
                 for m in [_CHECKPOINT_RE.match(name)] if m]
-    return os.path.join(directory, max(numbered)[1]) if numbered else None
+    return [os.path.join(directory, name) for _, name in sorted(numbered)]
 
 
-def numbered_checkpoints(directory):
-    return sorted(os.path.join(directory, name) for name in os.listdir(directory) if _CHECKPOINT_RE.match(name))
+def latest_checkpoint(directory):
+    """checkpoint-<n>.pth with the largest n in ``directory``, or None."""
+    numbered = numbered_checkpoints(directory) if os.path.isdir(directory) else []
+    return numbered[-1] if numbered else None
 
 
 def resolve_checkpoint(path, flag="--checkpoint_path"):
