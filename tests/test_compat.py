@@ -1,7 +1,6 @@
 """Each BenCo 0.1.45 fix in imdlbenco_maskclip.compat: the stock behaviour fails, the fixed one works."""
 import argparse
 import os
-import socket
 
 import pytest
 import torch
@@ -18,11 +17,7 @@ compat.apply_patches()
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="shows a failure that only a CPU-only machine has")
 
 
-@pytest.fixture(autouse=True)
-def no_process_group_left_behind():
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
+pytestmark = pytest.mark.usefixtures("no_process_group_left_behind")
 
 
 def single_process_args():
@@ -127,12 +122,6 @@ def test_benco_train_one_epoch_runs_on_cpu_in_one_process():
     assert losses[-1] < losses[0]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_rank_worker(rank, port, results):
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -166,9 +155,9 @@ def _two_rank_worker(rank, port, results):
     dist.destroy_process_group()
 
 
-def test_two_cpu_processes_reduce_and_gather_over_gloo():
+def test_two_cpu_processes_reduce_and_gather_over_gloo(free_port):
     results = mp.Manager().dict()
-    mp.spawn(_two_rank_worker, args=(_free_port(), results), nprocs=2, join=True)
+    mp.spawn(_two_rank_worker, args=(free_port, results), nprocs=2, join=True)
     everything_pred = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.6, 0.1])
     everything_label = torch.tensor([1, 0, 0, 1, 1, 0])
     for rank in (0, 1):

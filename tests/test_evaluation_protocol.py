@@ -2,7 +2,6 @@
 sample exactly once for 1, 2 and 3 processes (BenCo's distributed tail included)."""
 import argparse
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -21,11 +20,7 @@ SIZE = 8
 N_SAMPLES = 11  # with batch 2: a short last batch in one process, a tail of 3 (2 ranks) or 5 (3 ranks)
 
 
-@pytest.fixture(autouse=True)
-def no_process_group_left_behind():
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
+pytestmark = pytest.mark.usefixtures("no_process_group_left_behind")
 
 
 def synthetic_sample(index):
@@ -98,12 +93,6 @@ def run_protocol():
         "synthetic"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank, world, port, results):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -160,11 +149,11 @@ def test_one_process_scores_every_sample_once_with_a_short_last_batch():
     assert_matches_hand(run_protocol())
 
 
-def test_three_processes_score_every_sample_once_with_benco_tail():
+def test_three_processes_score_every_sample_once_with_benco_tail(free_port):
     # Two processes on real data: tests/test_e2e_cli.py.
     world = 3
     assert N_SAMPLES % (world * 2) != 0  # BenCo's tail pass runs
     results = mp.Manager().dict()
-    mp.spawn(_rank_worker, args=(world, _free_port(), results), nprocs=world, join=True)
+    mp.spawn(_rank_worker, args=(world, free_port, results), nprocs=world, join=True)
     for rank in range(world):
         assert_matches_hand(results[rank])
