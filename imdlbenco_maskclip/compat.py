@@ -114,27 +114,47 @@ def allow_args_in_checkpoints() -> None:
 
 
 def resolve_device(args) -> torch.device:
-    """``args.device`` as a torch.device, pinned to this process's GPU under torchrun."""
+    """``args.device`` as a torch.device; for CUDA, the GPU this process runs on.
+
+    Call after :func:`init_distributed_mode` has set ``args.world_size`` and ``args.gpu``.
+    In one process an explicit ``cuda:N`` wins (``args.gpu`` is only a default there). Under
+    torchrun with several processes each one takes GPU ``LOCAL_RANK`` (``args.gpu``), as in
+    BenCo, so an explicit index is an error: every rank would claim the same GPU.
+    """
     device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"--device {args.device} was asked for but CUDA is not available here; "
-                "pass --device cpu for a CPU run.")
-        if device.index is None:
-            device = torch.device("cuda", getattr(args, "gpu", 0) or 0)
-    return device
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"--device {args.device} was asked for but CUDA is not available here; "
+            "pass --device cpu for a CPU run.")
+    if device.index is not None and getattr(args, "world_size", 1) > 1:
+        raise RuntimeError(
+            f"the GPU index in --device {args.device} cannot hold for {args.world_size} torchrun "
+            f"processes, each of which uses GPU LOCAL_RANK; pass --device cuda, and choose the "
+            f"GPUs with CUDA_VISIBLE_DEVICES.")
+    index = (getattr(args, "gpu", 0) or 0) if device.index is None else device.index
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise RuntimeError(
+            f"this process would run on GPU {index} (--device {args.device}), but only {count} "
+            f"GPU(s) are visible here (cuda:0..cuda:{count - 1}).")
+    return torch.device("cuda", index)
 
 
 def init_distributed_mode(args) -> None:
     """Set up the process group the way BenCo's training and evaluation code expects.
 
     Under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set): NCCL on CUDA, BenCo's own
-    production path, or gloo with ``--device cpu``; ``args.distributed`` is True.
+    production path, each process on GPU ``LOCAL_RANK``, or gloo with ``--device cpu``;
+    ``args.distributed`` is True.
 
     In a single process: a world-size-1 group on an in-process store, because BenCo's
-    image-level evaluators gather across ranks unconditionally. ``args.distributed`` stays
-    False, so samplers and BenCo's tester treat the run as single-process (no tail pass).
+    image-level evaluators gather across ranks unconditionally, on the GPU ``--device
+    cuda:N`` names (else GPU 0). ``args.distributed`` stays False, so samplers and BenCo's
+    tester treat the run as single-process (no tail pass).
+
+    ``args.gpu`` is the GPU chosen (see :func:`resolve_device`) and the current CUDA device.
     """
     apply_patches()
     on_cuda = torch.device(args.device).type == "cuda"
@@ -149,7 +169,9 @@ def init_distributed_mode(args) -> None:
     args.distributed = launched and args.world_size > 1
     args.dist_backend = backend
     if on_cuda:
-        resolve_device(args)  # fails clearly when CUDA is missing
+        # The GPU resolve_device picks (an explicit cuda:N in one process) is the current
+        # device too, so that collective_device() and NCCL use the GPU the model is on.
+        args.gpu = resolve_device(args).index
         torch.cuda.set_device(args.gpu)
 
     if not dist.is_initialized():

@@ -52,6 +52,54 @@ def test_image_evaluators_need_the_single_process_group():
     assert float(auc.epoch_update()) == pytest.approx(4 / 6)
 
 
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    """CUDA as init_distributed_mode sees it on a two-GPU machine, without a GPU: the device
+    it makes current and the process group it asks for are recorded, not set up."""
+    calls = {"set_device": [], "init_process_group": []}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", calls["set_device"].append)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: calls["init_process_group"].append(kwargs))
+    monkeypatch.setattr(dist, "barrier", lambda: None)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_an_explicit_cuda_index_wins_in_one_process(two_fake_gpus):
+    args = argparse.Namespace(device="cuda:1", dist_url="env://")
+    compat.init_distributed_mode(args)
+    assert two_fake_gpus["set_device"] == [1] and args.gpu == 1
+    assert compat.resolve_device(args) == torch.device("cuda", 1)
+    assert two_fake_gpus["init_process_group"][0]["backend"] == "nccl"
+
+    args = argparse.Namespace(device="cuda", dist_url="env://")
+    compat.init_distributed_mode(args)
+    assert two_fake_gpus["set_device"][-1] == 0 and compat.resolve_device(args) == torch.device("cuda", 0)
+
+
+def test_under_torchrun_each_process_uses_gpu_local_rank(two_fake_gpus, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # second process of the second node
+    args = argparse.Namespace(device="cuda", dist_url="env://")
+    compat.init_distributed_mode(args)
+    assert args.distributed and two_fake_gpus["set_device"] == [1]
+    assert compat.resolve_device(args) == torch.device("cuda", 1)
+    assert two_fake_gpus["init_process_group"][0]["rank"] == 3
+
+    # Every rank gets the same --device, so an index would put them all on one GPU.
+    with pytest.raises(RuntimeError, match="--device cuda:0 .*4 torchrun processes.*--device cuda"):
+        compat.init_distributed_mode(argparse.Namespace(device="cuda:0", dist_url="env://"))
+
+
+def test_a_gpu_that_is_not_there_is_named(two_fake_gpus):
+    with pytest.raises(RuntimeError, match=r"GPU 2 \(--device cuda:2\).*only 2 GPU"):
+        compat.init_distributed_mode(argparse.Namespace(device="cuda:2", dist_url="env://"))
+    assert two_fake_gpus["set_device"] == []
+
+
 def test_metric_logger_synchronises_on_gloo():
     compat.init_distributed_mode(single_process_args())
     meter = misc.SmoothedValue()

@@ -62,7 +62,9 @@ def _common(parser, command):
     add("--output_dir", default="./output_dir" if command == "train" else f"./{command.replace('-', '_')}_dir",
         help="where checkpoints, metrics and logs go")
     add("--log_dir", default=None, help="TensorBoard logs (default: --output_dir)")
-    add("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    add("--device", default=None,
+        help="cuda, cuda:N (one process; under torchrun each process uses GPU LOCAL_RANK) or cpu "
+             "(default: cuda when available)")
     add("--seed", default=42, type=int)
     add("--num_workers", default=1, type=int)
     add("--pin_mem", action="store_true", help="pin DataLoader memory (CUDA only)")
