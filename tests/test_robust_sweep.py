@@ -1,6 +1,10 @@
 """The robustness sweep's levels are BenCo's wrappers, applied before resize like BenCo's test_robust.py."""
+import json
+
+import pytest
 import torch
 
+from imdlbenco_maskclip import cli
 from imdlbenco_maskclip.engine import data
 from imdlbenco_maskclip.engine.options import parse
 from imdlbenco_maskclip.engine.robustness import sweep
@@ -36,3 +40,19 @@ def test_each_level_changes_the_image_but_not_mask_or_label():
     for perturbation, sample in samples.items():
         assert not torch.allclose(sample["image"], clean["image"], atol=1e-3), perturbation
         assert torch.equal(sample["mask"], clean["mask"]) and sample["label"] == clean["label"] == 1
+
+
+@pytest.mark.usefixtures("no_process_group_left_behind")
+def test_a_balanced_dataset_test_set_is_refused_before_the_sweep(tmp_path, capsys):
+    balanced = tmp_path / "balanced.json"
+    balanced.write_text(json.dumps([["OpenSDID", "sample:test#sd2"]]))
+    tests = tmp_path / "tests.json"
+    tests.write_text(json.dumps({"mixed": str(balanced)}))
+    checkpoint = tmp_path / "never_loaded.pth"
+    checkpoint.touch()
+    assert cli.main(["test-robust", "--checkpoint_path", str(checkpoint), "--model_setting", "tiny",
+                     "--image_size", "64", "--test_data_path", str(tests), "--device", "cpu",
+                     "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"--test_data_path [mixed] {balanced}: a BalancedDataset" in err
+    assert "single dataset source" in err
