@@ -184,6 +184,32 @@ def modules_of(model, kind):
     return [m for m in model.modules() if isinstance(m, kind)]
 
 
+@pytest.mark.parametrize("window_size, grid", [(5, (8, 8)), (0, (6, 7)), (4, (8, 4))])
+def test_rel_pos_block_matches_timm_sam_block(window_size, grid):
+    """RelPosBlock folds the relative positions into SDPA; it must be timm's block, value for value."""
+    from timm.models.vision_transformer_sam import Block
+    from imdlbenco_maskclip.model_zoo.maskclip.pixel_encoders import RelPosBlock
+
+    torch.manual_seed(0)
+    kwargs = dict(dim=32, num_heads=4, window_size=window_size, use_rel_pos=True,
+                  input_size=(window_size,) * 2 if window_size else grid)
+    reference, ours = Block(**kwargs).eval(), RelPosBlock(**kwargs).eval()
+    for parameter in reference.parameters():
+        parameter.data.normal_(0.0, 0.2)  # rel_pos and biases start at zero: make them matter
+    ours.load_state_dict(reference.state_dict())
+    tokens = torch.randn(2, *grid, 32)
+    outputs, grads = [], []
+    for block in (reference, ours):
+        x = tokens.clone().requires_grad_()
+        out = block(x)
+        out.square().sum().backward()
+        outputs.append(out)
+        grads.append([x.grad] + [p.grad for p in block.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    for ours_grad, reference_grad in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours_grad, reference_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_prompt_learning_off_uses_fixed_prompts():
     model = tiny(prompt_learning=0)
     assert isinstance(model.prompts, FixedPrompts)

@@ -15,6 +15,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.models.vision_transformer_sam import Block, get_rel_pos, VisionTransformerSAM
 
 
 def _pos_embed_as_grid(pos_embed: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
@@ -37,11 +38,68 @@ def _resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
     return resized.squeeze(0).t()
 
 
+class RelPosBlock(Block):
+    """timm's SAM ``Block`` with the relative-position bias folded into the attention inputs.
+
+    timm adds a materialised bias [B * windows * heads, n, n] to the attention scores (kept
+    for backward in training) and runs q/k/v on the padded windows. This block computes
+    the same function (same parameters, same key names) more cheaply:
+
+    * q/k/v run on the unpadded tokens; padding tokens get what timm gives a zero-padded
+      token after ``norm1``: the q/k/v bias;
+    * bias[i, j] = q_i . Rh[i_h - j_h] + q_i . Rw[i_w - j_w] is an inner product of
+      q'_i = [scale * q_i, q_i . Rh[i_h - :], q_i . Rw[i_w - :]] with
+      k'_j = [k_j, onehot(j_h), onehot(j_w)], so one unmasked SDPA call computes it; v is
+      zero-padded to the same width because fused SDPA kernels want equal head widths.
+    """
+
+    def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """q/k/v of windows [N, gh, gw, 3 * C] -> attention output [N, gh, gw, C]."""
+        attn = self.attn
+        windows, grid_h, grid_w, width = qkv.shape
+        heads, head_dim = attn.num_heads, width // 3 // attn.num_heads
+        tokens = grid_h * grid_w
+        q, k, v = qkv.reshape(windows, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        q_grid = q.reshape(windows, heads, grid_h, grid_w, head_dim)
+        rel_h = torch.einsum("nahwc,hkc->nahwk", q_grid, get_rel_pos(grid_h, grid_h, attn.rel_pos_h))
+        rel_w = torch.einsum("nahwc,wkc->nahwk", q_grid, get_rel_pos(grid_w, grid_w, attn.rel_pos_w))
+        onehot_h = torch.eye(grid_h, dtype=q.dtype, device=q.device).repeat_interleave(grid_w, dim=0)
+        onehot_w = torch.eye(grid_w, dtype=q.dtype, device=q.device).repeat(grid_h, 1)
+        q = torch.cat([q * attn.scale, rel_h.reshape(windows, heads, tokens, grid_h),
+                       rel_w.reshape(windows, heads, tokens, grid_w)], dim=-1)
+        k = torch.cat([k, onehot_h.expand(windows, heads, -1, -1), onehot_w.expand(windows, heads, -1, -1)],
+                      dim=-1)
+        v = F.pad(v, (0, grid_h + grid_w))
+        dropout = attn.attn_drop.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=1.0)[..., :head_dim]
+        return out.transpose(1, 2).reshape(windows, grid_h, grid_w, width // 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """tokens [B, H, W, C] -> [B, H, W, C]."""
+        batch, height, width, channels = x.shape
+        qkv = self.attn.qkv(self.norm1(x))
+        size = self.window_size
+        if size > 0:
+            padded_h, padded_w = -(-height // size) * size, -(-width // size) * size
+            if (padded_h, padded_w) != (height, width):
+                padded = self.attn.qkv.bias.to(qkv.dtype).expand(batch, padded_h, padded_w, -1).clone()
+                padded[:, :height, :width] = qkv
+                qkv = padded
+            qkv = qkv.view(batch, padded_h // size, size, padded_w // size, size, -1).transpose(2, 3)
+            out = self._attention(qkv.reshape(-1, size, size, qkv.shape[-1]))
+            out = out.view(batch, padded_h // size, padded_w // size, size, size, channels).transpose(2, 3)
+            out = out.reshape(batch, padded_h, padded_w, channels)[:, :height, :width]
+        else:
+            out = self._attention(qkv)
+        x = x + self.drop_path1(self.ls1(self.attn.proj_drop(self.attn.proj(out))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
 class WindowedViT(nn.Module):
     """IML-ViT / SAM style ViT (timm ``VisionTransformerSAM`` blocks).
 
     Windowed attention except in ``global_blocks``, decomposed relative positions in every
-    block (timm feeds them to ``F.scaled_dot_product_attention`` as the attention mask).
+    block, folded into one SDPA call per block (``RelPosBlock``).
     image [B, 3, H, W] -> tokens [B, H/p, W/p, C]. No final norm or neck: the decoder
     takes the last block's output, as in IML-ViT.
     """
@@ -49,13 +107,11 @@ class WindowedViT(nn.Module):
     def __init__(self, image_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
                  window_size: int, global_blocks: List[int], norm_eps: float, drop_path_rate: float):
         super().__init__()
-        from timm.models.vision_transformer_sam import VisionTransformerSAM
-
         vit = VisionTransformerSAM(
             img_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, window_size=window_size, global_attn_indexes=tuple(global_blocks),
             use_rel_pos=True, use_abs_pos=True, norm_layer=partial(nn.LayerNorm, eps=norm_eps),
-            drop_path_rate=drop_path_rate, num_classes=0, neck_chans=0)
+            drop_path_rate=drop_path_rate, num_classes=0, neck_chans=0, block_fn=RelPosBlock)
         # Keep only what is used, under the key names MAE, SAM and timm checkpoints share.
         self.patch_embed = vit.patch_embed
         self.pos_embed = vit.pos_embed
