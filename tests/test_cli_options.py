@@ -3,8 +3,10 @@ import json
 
 import pytest
 from IMDLBenCo.datasets import BalancedDataset
+from IMDLBenCo.registry import DATASETS
 
 from imdlbenco_maskclip import cli
+from imdlbenco_maskclip.datasets import OpenSDID
 from imdlbenco_maskclip.engine import data
 from imdlbenco_maskclip.engine.options import ConfigError, parse
 
@@ -99,3 +101,50 @@ def test_benco_json_sources_and_split_names(tmp_path):
     args.test_data_path, args.test_splits = "sample:test", ["sd15", "sd4"]
     with pytest.raises(ConfigError, match="--test_data_path/--test_splits .*sd4"):
         data.open_test_dataset(args, "sd4", data.test_sources(args)["sd4"])
+
+
+class WithoutBencoArguments:
+    """A dataset class whose constructor lacks BenCo's common_transforms/edge_width/post_funcs."""
+
+    def __init__(self, path, is_padding=False, is_resizing=False, output_size=(512, 512)):
+        self.path = path
+
+
+class BrokenInside(OpenSDID):
+    """BenCo's constructor signature, and a bug (of either kind) when it runs."""
+    error = TypeError
+
+    def __init__(self, path, **kwargs):
+        raise self.error("a bug inside the dataset constructor")
+
+
+def test_only_a_constructor_that_cannot_take_the_arguments_is_a_flag_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(DATASETS.module_dict, "WithoutBencoArguments", WithoutBencoArguments)
+    monkeypatch.setitem(DATASETS.module_dict, "BrokenInside", BrokenInside)
+    args, _ = parse("train", ["--dataset", "WithoutBencoArguments", "--data_path", "sample:train",
+                              "--image_size", "64", "--model_setting", "tiny"])
+    with pytest.raises(ConfigError, match="--dataset WithoutBencoArguments: .*common_transforms"):
+        data.open_train_dataset(args)
+    balanced = tmp_path / "balanced.json"
+    balanced.write_text(json.dumps([["OpenSDID", "sample:train#sd15"], ["WithoutBencoArguments", "x"]]))
+    args.data_path = str(balanced)
+    with pytest.raises(ConfigError, match="entry 'WithoutBencoArguments'.*common_transforms"):
+        data.open_train_dataset(args)
+    balanced.write_text(json.dumps([["OpenSDID", "sample:train#sd15"], ["OpenSDI", "x"]]))
+    with pytest.raises(ConfigError, match="entry 'OpenSDI' is not registered"):
+        data.open_train_dataset(args)
+
+    args.dataset, args.data_path = "BrokenInside", "sample:train"
+    for error in (TypeError, AttributeError):
+        monkeypatch.setattr(BrokenInside, "error", error)
+        with pytest.raises(error, match="a bug inside"):
+            data.open_train_dataset(args)
+
+
+@pytest.mark.parametrize("content", [[], {"sd15": "sample:test#sd15"}, [["a.jpg"]]])
+def test_a_json_that_is_no_dataset_list_is_named(tmp_path, content):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(content))
+    args, _ = parse("train", ["--data_path", str(path), "--image_size", "64", "--model_setting", "tiny"])
+    with pytest.raises(ConfigError, match=r"--data_path\S* .*train.json.*\[\[tp, gt\], \.\.\.\]"):
+        data.open_train_dataset(args)

@@ -64,24 +64,60 @@ def _selects_split(path):
     return "#" in str(path) and not os.path.exists(path)
 
 
+def _read_json_list(path, flag):
+    """A BenCo dataset JSON's entries; a file that is not one is an error naming ``flag``."""
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag} {path!r}: {exc}") from exc
+    if not (isinstance(entries, list) and entries
+            and all(isinstance(e, list) and len(e) == 2 for e in entries)):
+        raise ConfigError(f"{flag} {path!r}: a BenCo dataset JSON is a non-empty list of pairs, [[tp, gt], ...] "
+                          f"(JsonDataset) or [[dataset, path], ...] (BalancedDataset); fix the file or pass a "
+                          f"dataset source")
+    return entries
+
+
+def _check_takes_benco_arguments(cls, path, kwargs, where):
+    """A class whose constructor cannot take BenCo's dataset arguments is a wrong ``--dataset``
+    (or JSON entry). Found by binding the arguments, not by catching the call's TypeError, so
+    that a TypeError raised inside a constructor (a bug) keeps its own traceback."""
+    try:
+        inspect.signature(cls).bind(path, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {cls.__name__} cannot be built with BenCo's dataset arguments ({exc}); "
+                          f"its constructor must take (path, {', '.join(kwargs)}), as BenCo's "
+                          f"AbstractDataset does") from None
+
+
 def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
     """One dataset: a BenCo JSON (JsonDataset list or BalancedDataset [[name, path], ...]),
     else ``--dataset``'s class on ``path`` (with ``split`` when the class takes one)."""
     kwargs = dict(is_padding=args.if_padding, is_resizing=args.if_resizing,
                   output_size=(args.image_size, args.image_size), common_transforms=transform,
                   edge_width=args.edge_mask_width, post_funcs=post_function(args.model))
-    try:
-        if _is_json_file(path):
-            with open(path) as f:
-                entries = json.load(f)
-            balanced = (isinstance(entries, list) and entries and isinstance(entries[0], (list, tuple))
-                        and DATASETS.has(str(entries[0][0])))
-            return (BalancedDataset if balanced else JsonDataset)(path, **kwargs)
+    if _is_json_file(path):
+        entries = _read_json_list(path, flag)
+        cls = JsonDataset
+        if DATASETS.has(str(entries[0][0])):
+            cls = BalancedDataset  # it builds each entry's class with these arguments
+            for name, entry_path in entries:
+                if not DATASETS.has(str(name)):
+                    raise ConfigError(f"{flag} {path!r}: entry {name!r} is not registered in IMDLBenCo "
+                                      f"DATASETS; choose one of {sorted(DATASETS.module_dict)}")
+                _check_takes_benco_arguments(DATASETS.get(name), entry_path, kwargs,
+                                             f"{flag} {path!r}: entry {name!r}")
+    else:
         cls = DATASETS.get(args.dataset)
         if split is not None and not _selects_split(path) and "split" in inspect.signature(cls).parameters:
             kwargs["split"] = split
+        _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
+    # The errors a bad source or split raises: missing files, unknown splits, bad data
+    # (OpenSDID's are ValueErrors). Others are bugs and keep their traceback.
+    try:
         return cls(path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError, AttributeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ConfigError(f"{flag} {path!r}: {exc}") from exc
 
 
