@@ -98,6 +98,9 @@ def test_benco_json_sources_and_split_names(tmp_path):
 
     args.test_data_path = "sample:test#sd3"
     assert list(data.test_sources(args)) == ["sd3"]
+    # Nothing after '#' selects no split (as OpenSDID reads it): one set per --test_splits entry.
+    args.test_data_path, args.test_splits = "sample:test#", ["sd15", "sd2"]
+    assert data.test_sources(args) == {"sd15": ("sample:test#", "sd15"), "sd2": ("sample:test#", "sd2")}
     args.test_data_path, args.test_splits = "sample:test", ["sd15", "sd4"]
     with pytest.raises(ConfigError, match="--test_data_path/--test_splits .*sd4"):
         data.open_test_dataset(args, "sd4", data.test_sources(args)["sd4"])

@@ -23,6 +23,7 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.datasets import BalancedDataset, JsonDataset
 from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
+from ..datasets.opensdid import parse_source
 from .options import ConfigError
 
 
@@ -58,10 +59,6 @@ def train_transform(args):
 
 def _is_json_file(path):
     return str(path).endswith(".json") and os.path.isfile(path)
-
-
-def _selects_split(path):
-    return "#" in str(path) and not os.path.exists(path)
 
 
 def _read_json_list(path, flag):
@@ -110,7 +107,7 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
                                              f"{flag} {path!r}: entry {name!r}")
     else:
         cls = DATASETS.get(args.dataset)
-        if split is not None and not _selects_split(path) and "split" in inspect.signature(cls).parameters:
+        if split is not None and parse_source(path)[1] is None and "split" in inspect.signature(cls).parameters:
             kwargs["split"] = split
         _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
     # The errors a bad source or split raises: missing files, unknown splits, bad data
@@ -122,7 +119,7 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
 
 
 def open_train_dataset(args):
-    flag = "--data_path" if _selects_split(args.data_path) else "--data_path/--train_split"
+    flag = "--data_path" if parse_source(args.data_path)[1] is not None else "--data_path/--train_split"
     return open_dataset(args.data_path, args, train_transform(args), split=args.train_split, flag=flag)
 
 
@@ -141,8 +138,9 @@ def test_sources(args):
             raise ConfigError(f"--test_data_path {path}: a test JSON maps names to dataset paths, "
                               f"e.g. {{\"sd15\": \"nebula/OpenSDI_test#sd15\"}}")
         return {name: (p, None) for name, p in entries.items()}
-    if _selects_split(path):
-        return {path.rsplit("#", 1)[1]: (path, None)}
+    named = parse_source(path)[1]
+    if named is not None:
+        return {named: (path, None)}
     return {split: (path, split) for split in args.test_splits}
 
 
