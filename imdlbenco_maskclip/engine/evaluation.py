@@ -48,7 +48,7 @@ def run(args, model_args):
                                    {**reporting.flat_stats(results, avg), "epoch": epoch})
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": checkpoint,
                 "epoch": epoch, "args": vars(args)}
-        paths = reporting.write_metrics(args.output_dir, results, meta,
+        paths = reporting.write_metrics(args.output_dir, results, avg, meta,
                                         f"{meta['method']}, {os.path.basename(checkpoint)} (epoch {epoch})")
         print(f"[test] metrics: {paths[1]} and {paths[0]}")
     runtime.finish()

@@ -113,9 +113,9 @@ def metrics_markdown(results, avg, method, title):
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(output_dir, results, meta, title):
-    """metrics.json (per set, average, counts, ``meta``) and metrics.md; returns their paths."""
-    avg = average(results)
+def write_metrics(output_dir, results, avg, meta, title):
+    """metrics.json (per set, ``avg`` = ``average(results)``, counts, ``meta``) and metrics.md;
+    returns their paths."""
     json_path = os.path.join(output_dir, "metrics.json")
     md_path = os.path.join(output_dir, "metrics.md")
     write_json(json_path, {**meta, "splits": results, "average": avg})

@@ -150,7 +150,7 @@ def run(args, model_args):
     if main and results is not None:
         meta = {"command": "train", "method": reporting.method_name(args), "epoch": args.epochs - 1,
                 "train_data": str(train_set), "best": best, "args": vars(args)}
-        paths = reporting.write_metrics(args.output_dir, results, meta,
+        paths = reporting.write_metrics(args.output_dir, results, avg, meta,
                                         f"{meta['method']} after epoch {args.epochs - 1}")
         print(f"[train] metrics: {paths[1]} and {paths[0]}; best checkpoint: "
               f"{os.path.join(args.output_dir, 'checkpoint-best.pth') if best['epoch'] is not None else 'none'}")
