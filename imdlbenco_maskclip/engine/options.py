@@ -198,13 +198,13 @@ def parse(command, argv):
 
     parser = build_parser(command)
     own = _dests(parser)
-    other = set().union(*(_dests(build_parser(c)) for c in COMMANDS))
+    other_commands = set().union(*(_dests(build_parser(c)) for c in COMMANDS if c != command))
     _apply(parser, {k: v for k, v in config.items() if k in own and k != "config"}, where)
     args, remaining = parser.parse_known_args(argv)
 
     model_parser = model_parser_for(model_class_of(args.model), command)
     model_dests = _dests(model_parser)
-    unknown = sorted(k for k in config if k not in own and k not in model_dests and k not in other)
+    unknown = sorted(k for k in config if k not in own and k not in model_dests and k not in other_commands)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown}: neither flags of `{command}` nor constructor "
