@@ -3,6 +3,7 @@
     benco-maskclip train       [--config FILE.yaml] [BenCo flags] [model flags]
     benco-maskclip test        --checkpoint_path CKPT [...]
     benco-maskclip test-robust --checkpoint_path CKPT [--blur_kernels ...] [--jpeg_qualities ...]
+    benco-maskclip predict     --checkpoint_path CKPT IMAGE_OR_FOLDER [...]   (your own images)
     benco-maskclip sample | export | preview ...   (OpenSDID tools)
 
 Each command's ``--help`` lists its flags and those of ``--model``. Under torchrun use
@@ -25,14 +26,17 @@ def main(argv=None):
     if command in DATASET_COMMANDS:
         from .datasets import commands
         return getattr(commands, DATASET_COMMANDS[command])(rest)
-    if command not in ENGINE_COMMANDS:
+    if command not in ENGINE_COMMANDS and command != "predict":
         sys.stderr.write(f"benco-maskclip: unknown command {command!r}; choose one of "
-                         f"{list(ENGINE_COMMANDS) + list(DATASET_COMMANDS)}\n")
+                         f"{list(ENGINE_COMMANDS) + ['predict'] + list(DATASET_COMMANDS)}\n")
         return 2
     from importlib import import_module
     from .engine.options import ConfigError, parse
     from .engine.runtime import finish
     try:
+        if command == "predict":
+            from .engine import prediction
+            return prediction.run(rest)
         args, model_args = parse(command, rest)
         return import_module(f".engine.{ENGINE_COMMANDS[command]}", __package__).run(args, model_args)
     except ConfigError as exc:

@@ -163,3 +163,20 @@ def test_benco_iml_vit_trains_and_tests_through_the_same_pipeline(tmp_path):
     assert_complete_metrics(metrics, image_level=False, splits=("sd2",))  # IML_ViT gives no pred_label
     assert "n/a" in (tmp_path / "metrics.md").read_text()
     assert (tmp_path / "checkpoint-0.pth").is_file()
+
+
+def test_predict_runs_a_trained_checkpoint_on_image_files(trained, tmp_path):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for name, (height, width) in {"wide.png": (60, 90), "tall.jpg": (100, 50)}.items():
+        pixels = (torch.rand(height, width, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / name)
+    out = tmp_path / "out"
+    stdout = run_cli(["predict", "--checkpoint_path", str(trained), "--output_dir", str(out), "--device", "cpu",
+                      "--num_workers", "0", str(tmp_path / "wide.png"), str(tmp_path / "tall.jpg")])
+    assert "checkpoint-best.pth" in stdout and "2 images predicted, 0 skipped" in stdout
+    predictions = read_json(out / "predictions.json")["predictions"]
+    assert [p["name"] for p in predictions] == ["wide", "tall"]
+    assert all(0.0 <= p["fake_probability"] <= 1.0 for p in predictions)
+    assert Image.open(out / "masks" / "tall.png").size == (50, 100)

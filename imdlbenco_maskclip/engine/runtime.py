@@ -87,9 +87,19 @@ def resolve_checkpoint(path, flag="--checkpoint_path"):
     return path
 
 
-def load_weights(model, path, args, flag="--checkpoint_path"):
-    """Load a BenCo checkpoint's (or a bare state dict's) weights -> the checkpoint's epoch or None."""
-    checkpoint = torch.load(path, map_location="cpu")
+def read_checkpoint(path):
+    """A BenCo checkpoint dict (or a bare state dict), on the CPU."""
+    compat.allow_args_in_checkpoints()  # BenCo's save_model stores the argparse flags
+    return torch.load(path, map_location="cpu")
+
+
+def load_weights(model, path, args, flag="--checkpoint_path", checkpoint=None):
+    """Load a BenCo checkpoint's (or a bare state dict's) weights -> the checkpoint's epoch or None.
+
+    ``checkpoint``: what ``read_checkpoint(path)`` returned, for callers that read it already.
+    """
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     try:
         model.load_state_dict(state)
