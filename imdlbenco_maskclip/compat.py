@@ -142,7 +142,7 @@ def resolve_device(args) -> torch.device:
     return torch.device("cuda", index)
 
 
-def init_distributed_mode(args) -> None:
+def init_distributed_mode(args) -> torch.device:
     """Set up the process group the way BenCo's training and evaluation code expects.
 
     Under torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set): NCCL on CUDA, BenCo's own
@@ -154,7 +154,8 @@ def init_distributed_mode(args) -> None:
     cuda:N`` names (else GPU 0). ``args.distributed`` stays False, so samplers and BenCo's
     tester treat the run as single-process (no tail pass).
 
-    ``args.gpu`` is the GPU chosen (see :func:`resolve_device`) and the current CUDA device.
+    Returns the device this process runs on (:func:`resolve_device`); for CUDA, ``args.gpu``
+    is its index and the current CUDA device.
     """
     apply_patches()
     on_cuda = torch.device(args.device).type == "cuda"
@@ -168,10 +169,11 @@ def init_distributed_mode(args) -> None:
         args.rank, args.world_size, args.gpu = 0, 1, 0
     args.distributed = launched and args.world_size > 1
     args.dist_backend = backend
+    device = resolve_device(args)
     if on_cuda:
         # The GPU resolve_device picks (an explicit cuda:N in one process) is the current
         # device too, so that collective_device() and NCCL use the GPU the model is on.
-        args.gpu = resolve_device(args).index
+        args.gpu = device.index
         torch.cuda.set_device(args.gpu)
 
     if not dist.is_initialized():
@@ -189,3 +191,4 @@ def init_distributed_mode(args) -> None:
     if not _print_wrapped:  # BenCo wraps builtins.print again on every call
         misc.setup_for_distributed(args.rank == 0)
         _print_wrapped = True
+    return device

@@ -40,7 +40,7 @@ def test_image_evaluators_need_the_single_process_group():
         stock.epoch_update()  # dist.all_gather without any process group
 
     args = single_process_args()
-    compat.init_distributed_mode(args)
+    assert compat.init_distributed_mode(args) == torch.device("cpu")
     assert args.distributed is False and args.world_size == 1 and dist.get_backend() == "gloo"
     f1, acc, auc = ImageF1(), ImageAccuracy(), ImageAUC()
     for evaluator in (f1, acc, auc):
@@ -69,14 +69,13 @@ def two_fake_gpus(monkeypatch):
 
 def test_an_explicit_cuda_index_wins_in_one_process(two_fake_gpus):
     args = argparse.Namespace(device="cuda:1", dist_url="env://")
-    compat.init_distributed_mode(args)
+    assert compat.init_distributed_mode(args) == torch.device("cuda", 1)
     assert two_fake_gpus["set_device"] == [1] and args.gpu == 1
-    assert compat.resolve_device(args) == torch.device("cuda", 1)
     assert two_fake_gpus["init_process_group"][0]["backend"] == "nccl"
 
     args = argparse.Namespace(device="cuda", dist_url="env://")
-    compat.init_distributed_mode(args)
-    assert two_fake_gpus["set_device"][-1] == 0 and compat.resolve_device(args) == torch.device("cuda", 0)
+    assert compat.init_distributed_mode(args) == torch.device("cuda", 0)
+    assert two_fake_gpus["set_device"][-1] == 0
 
 
 def test_under_torchrun_each_process_uses_gpu_local_rank(two_fake_gpus, monkeypatch):
@@ -84,9 +83,8 @@ def test_under_torchrun_each_process_uses_gpu_local_rank(two_fake_gpus, monkeypa
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")  # second process of the second node
     args = argparse.Namespace(device="cuda", dist_url="env://")
-    compat.init_distributed_mode(args)
+    assert compat.init_distributed_mode(args) == torch.device("cuda", 1)
     assert args.distributed and two_fake_gpus["set_device"] == [1]
-    assert compat.resolve_device(args) == torch.device("cuda", 1)
     assert two_fake_gpus["init_process_group"][0]["rank"] == 3
 
     # Every rank gets the same --device, so an index would put them all on one GPU.

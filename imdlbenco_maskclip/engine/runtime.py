@@ -19,13 +19,11 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.pth$")
 
 
 def start(args, command):
-    """Process group (compat), device and seeds -> torch.device."""
-    compat.apply_patches()
+    """Process group (compat, which applies its patches first), device and seeds -> torch.device."""
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        compat.init_distributed_mode(args)
-        device = compat.resolve_device(args)
+        device = compat.init_distributed_mode(args)
     except RuntimeError as exc:
         raise ConfigError(f"--device {args.device}: {exc}") from exc
     torch.multiprocessing.set_sharing_strategy("file_system")
