@@ -3,9 +3,10 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from imdlbenco_maskclip import cli
-from imdlbenco_maskclip.engine import data
+from imdlbenco_maskclip.engine import data, robustness, runtime
 from imdlbenco_maskclip.engine.options import parse
 from imdlbenco_maskclip.engine.robustness import sweep
 
@@ -56,3 +57,27 @@ def test_a_balanced_dataset_test_set_is_refused_before_the_sweep(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"--test_data_path [mixed] {balanced}: a BalancedDataset" in err
     assert "single dataset source" in err
+
+
+@pytest.mark.usefixtures("no_process_group_left_behind")
+def test_every_level_logs_at_its_own_step_so_fractional_noise_levels_stay_apart(tmp_path):
+    checkpoint, out = tmp_path / "tiny.pth", tmp_path / "out"
+    args, model_args = parse("test-robust", [
+        "--checkpoint_path", str(checkpoint), "--model_setting", "tiny", "--image_size", "64", "--device", "cpu",
+        "--test_data_path", "sample:test", "--test_splits", "sd2", "--blur_kernels", "", "--jpeg_qualities", "",
+        "--noise_vars", "0.5,0.7", "--num_workers", "0", "--test_batch_size", "8", "--output_dir", str(out)])
+    torch.save(runtime.build_model(args, model_args).state_dict(), checkpoint)  # untrained: only the logs count
+    assert robustness.run(args, model_args) == 0
+
+    steps, levels, logged = {}, {}, {}
+    for level_dir in (out / "sd2").iterdir():
+        events = EventAccumulator(str(level_dir))
+        events.Reload()
+        steps[level_dir.name] = {e.step for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+        levels[level_dir.name] = [(e.step, e.value) for tag in events.Tags()["scalars"] if tag.endswith("_level")
+                                  for e in events.Scalars(tag)]
+        logged[level_dir.name] = json.loads((level_dir / "log.txt").read_text()).get("step")
+    assert steps == {"clean_0": {0}, "gaussian_noise_0.5": {1}, "gaussian_noise_0.7": {2}}
+    assert logged == {"clean_0": 0, "gaussian_noise_0.5": 1, "gaussian_noise_0.7": 2}
+    assert levels["gaussian_noise_0.5"] == [(1, pytest.approx(0.5))]
+    assert levels["gaussian_noise_0.7"] == [(2, pytest.approx(0.7))]

@@ -6,7 +6,8 @@ dataset's ``common_transforms`` (before resize/pad, as in BenCo's ``test_robust.
 evaluated with the full protocol (a BalancedDataset test set is refused: it would not
 apply them). Results: ``robustness.json``, ``robustness.csv``,
 ``plots/*.png`` in ``--output_dir``; per level ``<log_dir>/<set>/<perturbation>_<level>/``
-holds its TensorBoard log and ``log.txt`` (folder names without spaces or parentheses).
+holds its TensorBoard log and ``log.txt`` (folder names without spaces or parentheses), at
+the level's index in the sweep as TensorBoard step, with the level itself as a scalar.
 """
 import os
 import time
@@ -59,7 +60,7 @@ def run(args, model_args):
     rows = []
     total, step, start = len(datasets) * len(levels), 0, time.time()
     for name, dataset in datasets.items():
-        for perturbation, level, transform in levels:
+        for level_index, (perturbation, level, transform) in enumerate(levels):
             step += 1
             print(f"[test-robust] ({step}/{total}) {name}: {perturbation} {level:g}")
             # The same random draws (JPEG quality within [q-1, q], noise) on every run.
@@ -70,11 +71,15 @@ def run(args, model_args):
             loader = data.test_loader(dataset, args)
             level_dir = os.path.join(args.log_dir, name, f"{perturbation}_{level:g}")
             writer = SummaryWriter(log_dir=level_dir) if main else None
-            metrics = evaluate(model, {name: loader}, evaluators, device, int(level), args, writer)[name]
+            # The TensorBoard step is the level's place in the sweep, not int(level), which would
+            # put noise variances 0.5 and 0.7 (and the clean reference) all at step 0.
+            metrics = evaluate(model, {name: loader}, evaluators, device, level_index, args, writer)[name]
             if writer is not None:
+                writer.add_scalar(f"{name}_robustness/{perturbation}_level", level, level_index)
                 writer.close()
                 reporting.append_json_line(os.path.join(level_dir, "log.txt"),
-                                           {**{f"test_{k}": v for k, v in metrics.items()}, "level": level})
+                                           {**{f"test_{k}": v for k, v in metrics.items()}, "level": level,
+                                            "step": level_index})
             rows.append({"split": name, "perturbation": perturbation, "level": level, **metrics})
             elapsed = time.time() - start
             print(f"[test-robust] ({step}/{total}) {name} {perturbation} {level:g}: pixel F1 "
