@@ -145,9 +145,18 @@ def test_sources(args):
 
 
 def open_test_dataset(args, name, source, transform=None):
+    """One test set; a BalancedDataset is refused: it draws its images at random, with repeats
+    (so not every test image once), and never applies a robustness level's transforms."""
     path, split = source
     flag = "--test_data_path" if split is None else "--test_data_path/--test_splits"
-    return open_dataset(path, args, transform, split=split, flag=f"{flag} [{name}]")
+    dataset = open_dataset(path, args, transform, split=split, flag=f"{flag} [{name}]")
+    if isinstance(dataset, BalancedDataset):
+        raise ConfigError(
+            f"--test_data_path [{name}] {path}: a BalancedDataset JSON cannot be a test set: it samples its "
+            f"entries at random, with repeats, so the metrics would not cover every test image once (and a "
+            f"robustness sweep's perturbations would not reach its images). Give this set a single dataset "
+            f"source instead, e.g. \"{name}\": \"nebula/OpenSDI_test#sd15\" or a JsonDataset list [[tp, gt], ...].")
+    return dataset
 
 
 def _pin(args):

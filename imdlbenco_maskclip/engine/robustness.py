@@ -3,8 +3,7 @@
 For every test set: the clean reference (level 0), then BenCo's ``GaussianBlurWrapper``,
 ``JpegCompressionWrapper`` and ``GaussianNoiseWrapper`` levels, each applied as the
 dataset's ``common_transforms`` (before resize/pad, as in BenCo's ``test_robust.py``),
-evaluated with the full protocol (a BalancedDataset test set is refused: it would not
-apply them). Results: ``robustness.json``, ``robustness.csv``,
+evaluated with the full protocol. Results: ``robustness.json``, ``robustness.csv``,
 ``plots/*.png`` in ``--output_dir``; per level ``<log_dir>/<set>/<perturbation>_<level>/``
 holds its TensorBoard log and ``log.txt`` (folder names without spaces or parentheses), at
 the level's index in the sweep as TensorBoard step, with the level itself as a scalar.
@@ -15,14 +14,12 @@ import time
 from torch.utils.tensorboard import SummaryWriter
 
 import IMDLBenCo.training_scripts.utils.misc as misc
-from IMDLBenCo.datasets import BalancedDataset
 from IMDLBenCo.transforms.robustness_wrapper import (GaussianBlurWrapper, GaussianNoiseWrapper,
                                                      JpegCompressionWrapper)
 
 from . import data, reporting, runtime
 from .evaluation import load_model
 from .evaluators import build_evaluators, evaluate
-from .options import ConfigError
 
 
 def sweep(args):
@@ -42,15 +39,6 @@ def run(args, model_args):
     # Each set is opened once (a bad source or split fails now, not after a long sweep).
     sources = data.test_sources(args)
     datasets = {name: data.open_test_dataset(args, name, source) for name, source in sources.items()}
-    for name, dataset in datasets.items():
-        if isinstance(dataset, BalancedDataset):
-            # Its __getitem__ reads an inner dataset, never its own common_transforms, so every
-            # level would score the clean images (and it draws images at random, with repeats).
-            raise ConfigError(
-                f"--test_data_path [{name}] {sources[name][0]}: a BalancedDataset JSON cannot be swept: it "
-                f"does not pass the perturbation of each level to its inner datasets. Give this set a "
-                f"single dataset source instead, e.g. \"{name}\": \"nebula/OpenSDI_test#sd15\" or a "
-                f"JsonDataset list [[tp, gt], ...].")
     model, epoch = load_model(args, model_args, device, checkpoint)
     main = misc.is_main_process()
     if main:
