@@ -1,4 +1,5 @@
-"""The robustness sweep's levels are BenCo's wrappers, applied before resize like BenCo's test_robust.py."""
+"""The robustness sweep's levels are BenCo's wrappers, applied before resize like BenCo's test_robust.py;
+test sets and weights as test and test-robust open them."""
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from imdlbenco_maskclip import cli
-from imdlbenco_maskclip.engine import data, robustness, runtime
+from imdlbenco_maskclip.engine import data, evaluation, robustness, runtime
 from imdlbenco_maskclip.engine.options import parse
 from imdlbenco_maskclip.engine.robustness import sweep
 
@@ -44,14 +45,15 @@ def test_each_level_changes_the_image_but_not_mask_or_label():
 
 
 @pytest.mark.usefixtures("no_process_group_left_behind")
-def test_a_balanced_dataset_test_set_is_refused_before_the_sweep(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["test", "test-robust"])
+def test_a_balanced_dataset_test_set_is_refused_before_the_model_loads(tmp_path, capsys, command):
     balanced = tmp_path / "balanced.json"
     balanced.write_text(json.dumps([["OpenSDID", "sample:test#sd2"]]))
     tests = tmp_path / "tests.json"
     tests.write_text(json.dumps({"mixed": str(balanced)}))
     checkpoint = tmp_path / "never_loaded.pth"
     checkpoint.touch()
-    assert cli.main(["test-robust", "--checkpoint_path", str(checkpoint), "--model_setting", "tiny",
+    assert cli.main([command, "--checkpoint_path", str(checkpoint), "--model_setting", "tiny",
                      "--image_size", "64", "--test_data_path", str(tests), "--device", "cpu",
                      "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
@@ -81,3 +83,18 @@ def test_every_level_logs_at_its_own_step_so_fractional_noise_levels_stay_apart(
     assert logged == {"clean_0": 0, "gaussian_noise_0.5": 1, "gaussian_noise_0.7": 2}
     assert levels["gaussian_noise_0.5"] == [(1, pytest.approx(0.5))]
     assert levels["gaussian_noise_0.7"] == [(2, pytest.approx(0.7))]
+
+
+@pytest.mark.usefixtures("no_process_group_left_behind")
+def test_test_takes_every_weight_from_the_checkpoint_and_reads_no_weight_source(tmp_path):
+    checkpoint, out = tmp_path / "tiny.pth", tmp_path / "out"
+    argv = ["--checkpoint_path", str(checkpoint), "--model_setting", "tiny", "--image_size", "64",
+            "--device", "cpu", "--test_data_path", "sample:test", "--test_splits", "sd2", "--num_workers", "0",
+            "--test_batch_size", "8", "--output_dir", str(out)]
+    args, model_args = parse("test", argv)
+    torch.save(runtime.build_model(args, model_args).state_dict(), checkpoint)
+    # Weight sources that cannot be read: building the model from them would raise WeightSourceError.
+    missing = str(tmp_path / "not_downloaded.pt")
+    args, model_args = parse("test", [*argv, "--clip_pretrained", missing, "--pixel_pretrained", missing])
+    assert evaluation.run(args, model_args) == 0
+    assert (out / "metrics.json").is_file()

@@ -17,7 +17,7 @@ from .evaluators import build_evaluators, evaluate
 def load_model(args, model_args, device, checkpoint):
     """The model with the weights of ``checkpoint`` (a path from ``runtime.resolve_checkpoint``),
     on ``device`` -> (model, the checkpoint's epoch or None)."""
-    model = runtime.build_model(args, model_args)
+    model = runtime.build_model(args, runtime.without_weight_sources(model_args))
     epoch = runtime.load_weights(model, checkpoint, args)
     # No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce.
     model.to(device)

@@ -134,13 +134,9 @@ def checkpoint_flags(checkpoint, path):
     if saved is None or not hasattr(saved, "model_args"):
         raise ConfigError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, "
                           f"so the model to build is unknown; predict with a checkpoint that command wrote")
-    model_args = dict(saved.model_args)
-    for name in model_args:
-        if name.endswith("_pretrained"):
-            model_args[name] = "none"  # the checkpoint holds every weight: nothing to download
     args = types.SimpleNamespace(model=saved.model, image_size=saved.image_size,
                                  if_padding=bool(saved.if_padding), if_resizing=not saved.if_padding)
-    return args, types.SimpleNamespace(**model_args)
+    return args, runtime.without_weight_sources(types.SimpleNamespace(**saved.model_args))
 
 
 def overlay(image, prob, threshold):

@@ -58,6 +58,13 @@ def build_model(args, model_args):
     return model(**combined)
 
 
+def without_weight_sources(model_args):
+    """Model flags with every weight source (``*_pretrained``) set to ``none``: for a model whose
+    weights all come from a checkpoint, so nothing is downloaded or read only to be overwritten."""
+    return types.SimpleNamespace(**{k: "none" if k.endswith("_pretrained") else v
+                                    for k, v in vars(model_args).items()})
+
+
 def numbered_checkpoints(directory):
     """The checkpoint-<n>.pth files in ``directory``, by increasing n."""
     numbered = [(int(m.group(1)), name) for name in os.listdir(directory)
