@@ -98,3 +98,4 @@ def test_test_takes_every_weight_from_the_checkpoint_and_reads_no_weight_source(
     args, model_args = parse("test", [*argv, "--clip_pretrained", missing, "--pixel_pretrained", missing])
     assert evaluation.run(args, model_args) == 0
     assert (out / "metrics.json").is_file()
+    assert (out / "masks" / "sd2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --gallery_size 6

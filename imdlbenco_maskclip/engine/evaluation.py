@@ -1,6 +1,7 @@
 """``test``: one checkpoint on every test set with the paper's protocol.
 
 Writes ``metrics.json`` and ``metrics.md`` to ``--output_dir``, a ``log.txt`` line there,
+``masks/<set>.png`` (``--gallery_size`` partial fakes with their true and predicted masks),
 and per set ``<log_dir>/<set>/`` with its own TensorBoard log and ``log.txt`` (BenCo's
 ``test.py`` writes every set's stats into the last set's log).
 """
@@ -10,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import IMDLBenCo.training_scripts.utils.misc as misc
 
-from . import data, reporting, runtime
+from . import data, gallery, reporting, runtime
 from .evaluators import build_evaluators, evaluate
 
 
@@ -51,5 +52,13 @@ def run(args, model_args):
         paths = reporting.write_metrics(args.output_dir, results, avg, meta,
                                         f"{meta['method']}, {os.path.basename(checkpoint)} (epoch {epoch})")
         print(f"[test] metrics: {paths[1]} and {paths[0]}")
+        if args.gallery_size > 0:
+            galleries = [gallery.write_mask_gallery(os.path.join(args.output_dir, "masks", f"{name}.png"),
+                                                    loader.dataset, model, device, f"{meta['method']} on {name}",
+                                                    count=args.gallery_size)
+                         for name, loader in loaders.items()]
+            drawn = [path for path in galleries if path]
+            if drawn:
+                print(f"[test] predicted masks: {', '.join(drawn)}")
     runtime.finish()
     return 0

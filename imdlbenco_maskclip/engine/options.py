@@ -113,6 +113,12 @@ def _evaluate(parser):
                              "else its latest checkpoint-<epoch>.pth)")
 
 
+def _test(parser):
+    parser.add_argument("--gallery_size", default=6, type=int,
+                        help="partial fakes per test set drawn with their true and predicted masks in "
+                             "<output_dir>/masks/<set>.png (0: none)")
+
+
 def _robust(parser):
     add = parser.add_argument
     add("--blur_kernels", default="3,5,7,9,11,13,15,17,19,21,23",
@@ -136,6 +142,8 @@ def build_parser(command):
         _train(parser)
     else:
         _evaluate(parser)
+    if command == "test":
+        _test(parser)
     if command == "test-robust":
         _robust(parser)
     return parser
@@ -250,6 +258,8 @@ def _check(command, args, model_args):
             ("batch_size", "epochs", "test_period", "accum_iter") if command == "train" else ()):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if command == "test" and args.gallery_size < 0:
+        raise ConfigError(f"--gallery_size must be 0 (no pictures) or more, got {args.gallery_size}")
     forward = inspect.signature(model_class_of(args.model).forward).parameters
     edge = forward.get("edge_mask")
     if edge is not None and edge.default is inspect.Parameter.empty and args.edge_mask_width is None:
