@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole flow on the embedded OpenSDID sample, on CPU in one process (a few minutes on two
 # cores): train the tiny random-init MaskCLIP, test it on the five sample splits, sweep blur
-# and JPEG on two splits. Settings: benco_configs/maskclip_demo.yaml. Output: ${OUT_DIR:-./demo_output}.
+# and JPEG on two splits, predict on image files. Settings: benco_configs/maskclip_demo.yaml. Output: ${OUT_DIR:-./demo_output}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT_DIR:-./demo_output}
@@ -29,13 +29,19 @@ step test python -m imdlbenco_maskclip test --config "${config}" \
 step test_robust python -m imdlbenco_maskclip test-robust --config "${config}" \
     --checkpoint_path "${out}/train" --test_splits sd15,sd3 \
     --blur_kernels 3,7,11 --jpeg_qualities 60,80,100 --output_dir "${out}/test_robust"
+# "Your own images": the sample's SD3 split written out as plain files, then predict on them.
+step export_images python -m imdlbenco_maskclip export "sample:test#sd3" --out "${out}/images"
+step predict python -m imdlbenco_maskclip predict --checkpoint_path "${out}/train" \
+    --output_dir "${out}/predict" --num_workers 0 "${out}/images/Tp"
 
 echo
 cat "${out}/test/metrics.md"
 echo
 echo "Demo finished in $(( $(date +%s) - start ))s (tiny random-init model: the numbers show the pipeline, not MaskCLIP)."
 echo "Tables:      ${out}/test/metrics.md (and metrics.json)"
+echo "Masks:       $(ls "${out}"/test/masks/*.png | tr '\n' ' ')"
 echo "Robustness:  ${out}/test_robust/robustness.csv (and .json)"
 echo "Plots:       $(ls "${out}"/test_robust/plots/*.png | tr '\n' ' ')"
+echo "Predictions: ${out}/predict/predictions.csv, ${out}/predict/gallery.png, masks/ and overlays/"
 echo "Checkpoints: $(ls "${out}"/train/checkpoint-*.pth | tr '\n' ' ')"
 echo "TensorBoard: tensorboard --logdir ${out}"
