@@ -151,3 +151,28 @@ def test_a_json_that_is_no_dataset_list_is_named(tmp_path, content):
     args, _ = parse("train", ["--data_path", str(path), "--image_size", "64", "--model_setting", "tiny"])
     with pytest.raises(ConfigError, match=r"--data_path\S* .*train.json.*\[\[tp, gt\], \.\.\.\]"):
         data.open_train_dataset(args)
+
+
+def test_a_json_list_naming_a_missing_file_is_refused_before_benco_reads_it(tmp_path, monkeypatch):
+    """BenCo's JsonDataset checks only the first image, and then fails with an UnboundLocalError;
+    a later missing file would stop the run mid-epoch. Every listed file is checked up front."""
+    from PIL import Image
+    image = tmp_path / "tp.png"
+    Image.new("RGB", (8, 8)).save(image)
+    listing = tmp_path / "train.json"
+    args, _ = parse("train", ["--data_path", str(listing), "--image_size", "64", "--model_setting", "tiny"])
+    for entries, missing in [([["missing_first.png", "Negative"]], "missing_first.png"),
+                             ([[str(image), "Negative"], [str(image), "gt_missing.png"]], "gt_missing.png")]:
+        listing.write_text(json.dumps(entries))
+        with pytest.raises(ConfigError, match=rf"^--data_path .*train.json.*1 of the files.*{missing}"):
+            data.open_train_dataset(args)
+    listing.write_text(json.dumps([[str(image), "Negative"]]))
+    assert len(data.open_train_dataset(args)) == 1
+
+    # The same list reached through a BalancedDataset entry.
+    listing.write_text(json.dumps([[str(image), "Negative"], ["elsewhere/tp.png", "Negative"]]))
+    balanced = tmp_path / "balanced.json"
+    balanced.write_text(json.dumps([["OpenSDID", "sample:train#sd15"], ["JsonDataset", str(listing)]]))
+    args.data_path = str(balanced)
+    with pytest.raises(ConfigError, match=r"entry 'JsonDataset'.*train.json.*1 of the files.*elsewhere/tp.png"):
+        data.open_train_dataset(args)

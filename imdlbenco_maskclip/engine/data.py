@@ -76,6 +76,17 @@ def _read_json_list(path, flag):
     return entries
 
 
+def _check_listed_files(path, entries, flag):
+    """Every image and mask a JsonDataset list names exists ("Negative" = no mask). BenCo
+    checks only the first image (and then fails with an UnboundLocalError); a later missing
+    file would stop a run in the middle of an epoch."""
+    missing = [p for tp, gt in entries for p in (tp, gt) if p != "Negative" and not os.path.isfile(p)]
+    if missing:
+        raise ConfigError(f"{flag} {path!r}: {len(missing)} of the files it lists do not exist, e.g. "
+                          f"{missing[:3]}; BenCo reads relative paths from the current directory "
+                          f"({os.getcwd()}): fix the paths (absolute ones are safest) or run from their folder")
+
+
 def _check_takes_benco_arguments(cls, path, kwargs, where):
     """A class whose constructor cannot take BenCo's dataset arguments is a wrong ``--dataset``
     (or JSON entry). Found by binding the arguments, not by catching the call's TypeError, so
@@ -97,14 +108,18 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
     if _is_json_file(path):
         entries = _read_json_list(path, flag)
         cls = JsonDataset
-        if DATASETS.has(str(entries[0][0])):
+        if not DATASETS.has(str(entries[0][0])):
+            _check_listed_files(path, entries, flag)
+        else:
             cls = BalancedDataset  # it builds each entry's class with these arguments
             for name, entry_path in entries:
                 if not DATASETS.has(str(name)):
                     raise ConfigError(f"{flag} {path!r}: entry {name!r} is not registered in IMDLBenCo "
                                       f"DATASETS; choose one of {sorted(DATASETS.module_dict)}")
-                _check_takes_benco_arguments(DATASETS.get(name), entry_path, kwargs,
-                                             f"{flag} {path!r}: entry {name!r}")
+                where = f"{flag} {path!r}: entry {name!r}"
+                _check_takes_benco_arguments(DATASETS.get(name), entry_path, kwargs, where)
+                if DATASETS.get(name) is JsonDataset:
+                    _check_listed_files(entry_path, _read_json_list(entry_path, where), where)
     else:
         cls = DATASETS.get(args.dataset)
         if split is not None and parse_source(path)[1] is None and "split" in inspect.signature(cls).parameters:
@@ -119,7 +134,9 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
 
 
 def open_train_dataset(args):
-    flag = "--data_path" if parse_source(args.data_path)[1] is not None else "--data_path/--train_split"
+    # --train_split reaches only a dataset source that names no split of its own
+    uses_train_split = not _is_json_file(args.data_path) and parse_source(args.data_path)[1] is None
+    flag = "--data_path/--train_split" if uses_train_split else "--data_path"
     return open_dataset(args.data_path, args, train_transform(args), split=args.train_split, flag=flag)
 
 
