@@ -119,25 +119,24 @@ def resolve_device(args) -> torch.device:
     Call after :func:`init_distributed_mode` has set ``args.world_size`` and ``args.gpu``.
     In one process an explicit ``cuda:N`` wins (``args.gpu`` is only a default there). Under
     torchrun with several processes each one takes GPU ``LOCAL_RANK`` (``args.gpu``), as in
-    BenCo, so an explicit index is an error: every rank would claim the same GPU.
+    BenCo, so an explicit index is an error: every rank would claim the same GPU. A device
+    that cannot be had is a ValueError naming --device.
     """
     device = torch.device(args.device)
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():
-        raise RuntimeError(
-            f"--device {args.device} was asked for but CUDA is not available here; "
-            "pass --device cpu for a CPU run.")
+        raise ValueError(f"--device {args.device}: CUDA is not available here; pass --device cpu for a CPU run.")
     if device.index is not None and getattr(args, "world_size", 1) > 1:
-        raise RuntimeError(
-            f"the GPU index in --device {args.device} cannot hold for {args.world_size} torchrun "
+        raise ValueError(
+            f"--device {args.device}: a GPU index cannot hold for {args.world_size} torchrun "
             f"processes, each of which uses GPU LOCAL_RANK; pass --device cuda, and choose the "
             f"GPUs with CUDA_VISIBLE_DEVICES.")
     index = (getattr(args, "gpu", 0) or 0) if device.index is None else device.index
     count = torch.cuda.device_count()
     if index >= count:
-        raise RuntimeError(
-            f"this process would run on GPU {index} (--device {args.device}), but only {count} "
+        raise ValueError(
+            f"--device {args.device}: this process would run on GPU {index}, but only {count} "
             f"GPU(s) are visible here (cuda:0..cuda:{count - 1}).")
     return torch.device("cuda", index)
 

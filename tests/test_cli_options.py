@@ -176,3 +176,22 @@ def test_a_json_list_naming_a_missing_file_is_refused_before_benco_reads_it(tmp_
     args.data_path = str(balanced)
     with pytest.raises(ConfigError, match=r"entry 'JsonDataset'.*train.json.*1 of the files.*elsewhere/tp.png"):
         data.open_train_dataset(args)
+
+
+def test_a_device_that_cannot_be_had_is_named_and_other_process_group_errors_keep_their_own(monkeypatch):
+    from imdlbenco_maskclip import compat
+    from imdlbenco_maskclip.engine import runtime
+    args, _ = parse("train", ["--device", "gpu0", "--model_setting", "tiny"])
+    with pytest.raises(ConfigError, match="^--device gpu0: .*give cpu, cuda or cuda:N"):
+        runtime.start(args, "train")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    args.device = "cuda"
+    with pytest.raises(ConfigError, match="^--device cuda: CUDA is not available.*--device cpu"):
+        runtime.start(args, "train")
+
+    def rendezvous_fails(args):
+        raise RuntimeError("the rendezvous at MASTER_ADDR refused the connection")
+    monkeypatch.setattr(compat, "init_distributed_mode", rendezvous_fails)
+    args.device = "cpu"
+    with pytest.raises(RuntimeError, match="^the rendezvous"):  # not blamed on --device
+        runtime.start(args, "train")

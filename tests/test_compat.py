@@ -88,12 +88,12 @@ def test_under_torchrun_each_process_uses_gpu_local_rank(two_fake_gpus, monkeypa
     assert two_fake_gpus["init_process_group"][0]["rank"] == 3
 
     # Every rank gets the same --device, so an index would put them all on one GPU.
-    with pytest.raises(RuntimeError, match="--device cuda:0 .*4 torchrun processes.*--device cuda"):
+    with pytest.raises(ValueError, match="^--device cuda:0: .*4 torchrun processes.*--device cuda"):
         compat.init_distributed_mode(argparse.Namespace(device="cuda:0", dist_url="env://"))
 
 
 def test_a_gpu_that_is_not_there_is_named(two_fake_gpus):
-    with pytest.raises(RuntimeError, match=r"GPU 2 \(--device cuda:2\).*only 2 GPU"):
+    with pytest.raises(ValueError, match=r"^--device cuda:2: .*GPU 2, but only 2 GPU"):
         compat.init_distributed_mode(argparse.Namespace(device="cuda:2", dist_url="env://"))
     assert two_fake_gpus["set_device"] == []
 

@@ -23,9 +23,13 @@ def start(args, command):
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = compat.init_distributed_mode(args)
+        torch.device(args.device)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {args.device}: {exc}") from exc
+        raise ConfigError(f"--device {args.device}: {exc}; give cpu, cuda or cuda:N") from None
+    try:
+        device = compat.init_distributed_mode(args)
+    except ValueError as exc:  # the device named cannot be had; process-group errors keep theirs
+        raise ConfigError(str(exc)) from None
     torch.multiprocessing.set_sharing_strategy("file_system")
     seed_everything(args.seed + misc.get_rank())
     print(f"[{command}] device {device}, {misc.get_world_size()} process(es), "
