@@ -126,8 +126,9 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
     Image.fromarray(photo(40, 50, 4)).save(small)
     Image.fromarray(photo(100, 200, 5)).save(large)
     out = tmp_path / "out"
+    # Both in one batch: padded (or shrunk) to the same --image_size, whatever their own sizes.
     assert main(["predict", "--checkpoint_path", str(checkpoint), "--output_dir", str(out), "--device", "cpu",
-                 "--num_workers", "0", str(small), str(large)]) == 0
+                 "--num_workers", "0", "--batch_size", "2", str(small), str(large)]) == 0
     for path in (small, large):
         assert Image.open(out / "masks" / f"{path.stem}.png").size == Image.open(path).size
     # The small image, black-padded bottom-right to 64 x 64, then normalised: its mask is the top-left crop.

@@ -198,9 +198,7 @@ def run(argv):
     size = model_flags.image_size
     dataset = ImageFiles(paths, is_padding=model_flags.if_padding, is_resizing=model_flags.if_resizing,
                          output_size=(size, size), post_funcs=data.post_function(model_flags.model))
-    # Pad mode keeps each image's own size below --image_size: batches must hold one image.
-    batch_size = 1 if model_flags.if_padding else args.batch_size
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=args.num_workers, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
     out = Path(args.output_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(exist_ok=True)
