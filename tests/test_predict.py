@@ -147,6 +147,7 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
     ("no_images", "no image files"),
     ("bare_state_dict", "holds no training flags"),
     ("bad_threshold", "--threshold"),
+    ("bad_device", "--device gpu0: "),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
     checkpoint = tmp_path / "model.pth"
@@ -161,8 +162,10 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
         inputs = [str(tmp_path / "empty")]
     elif case == "bare_state_dict":
         torch.save(torch.load(checkpoint, weights_only=False)["model"], checkpoint)
-    else:
+    elif case == "bad_threshold":
         extra = ["--threshold", "1.5"]
+    else:
+        extra = ["--device", "gpu0"]
     rc = main(["predict", "--checkpoint_path", str(checkpoint), "--output_dir", str(tmp_path / "out"),
                "--device", "cpu", *extra, *inputs])
     assert rc == 2 and message in capsys.readouterr().err

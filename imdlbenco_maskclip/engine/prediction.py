@@ -182,9 +182,7 @@ def run(argv):
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold {args.threshold}: a probability in [0, 1]")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    device = runtime.device_without_process_group(args)
     paths = find_images(args.inputs)
     names = output_names(paths)
     checkpoint_file = runtime.resolve_checkpoint(args.checkpoint_path)

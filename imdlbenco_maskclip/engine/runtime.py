@@ -18,14 +18,19 @@ from .options import ConfigError
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)\.pth$")
 
 
-def start(args, command):
-    """Process group (compat, which applies its patches first), device and seeds -> torch.device."""
+def _check_device_flag(args):
+    """Default --device (cuda when available); one torch cannot parse is a flag error."""
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         torch.device(args.device)
     except RuntimeError as exc:
         raise ConfigError(f"--device {args.device}: {exc}; give cpu, cuda or cuda:N") from None
+
+
+def start(args, command):
+    """Process group (compat, which applies its patches first), device and seeds -> torch.device."""
+    _check_device_flag(args)
     try:
         device = compat.init_distributed_mode(args)
     except ValueError as exc:  # the device named cannot be had; process-group errors keep theirs
@@ -35,6 +40,15 @@ def start(args, command):
     print(f"[{command}] device {device}, {misc.get_world_size()} process(es), "
           f"{'distributed' if args.distributed else 'single process'}")
     return device
+
+
+def device_without_process_group(args):
+    """--device for a command that needs no process group (predict) -> torch.device."""
+    _check_device_flag(args)
+    try:
+        return compat.resolve_device(args)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def seed_everything(seed):
