@@ -153,6 +153,18 @@ def test_a_killed_run_resumes_to_the_same_final_epoch(trained, tmp_path):
     assert_complete_metrics(read_json(tmp_path / "metrics.json"))
 
 
+def test_resuming_with_other_model_flags_or_a_broken_file_is_a_clear_error(trained, tmp_path, capsys):
+    from imdlbenco_maskclip.cli import main
+    resume = [*TRAIN, "--output_dir", str(tmp_path), "--resume"]
+    assert main([*resume, str(trained / "checkpoint-1.pth"), "--use_vsa", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "trained with --model MaskCLIP --use_vsa 1 (this run has --use_vsa 0)" in err
+    broken = tmp_path / "checkpoint-1.pth"
+    broken.write_bytes((trained / "checkpoint-1.pth").read_bytes()[:1000])
+    assert main([*resume, str(broken)]) == 2
+    assert f"--resume {broken}: not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
 def test_benco_iml_vit_trains_and_tests_through_the_same_pipeline(tmp_path):
     argv = ["train", "--model", "IML_ViT", "--input_size", "64", "--embed_dim", "48", "--fpn_channels", "16",
             "--mlp_embeding_dim", "16", *[a for a in TRAIN[1:] if a not in ("--model_setting", "tiny")],

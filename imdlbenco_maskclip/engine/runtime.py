@@ -1,6 +1,7 @@
 """Process set-up shared by the commands: process group, seeds, model, checkpoints."""
 import inspect
 import os
+import pickle
 import random
 import re
 import types
@@ -110,10 +111,41 @@ def resolve_checkpoint(path, flag="--checkpoint_path"):
     return path
 
 
-def read_checkpoint(path):
-    """A BenCo checkpoint dict (or a bare state dict), on the CPU."""
+def read_checkpoint(path, flag="--checkpoint_path"):
+    """A BenCo checkpoint dict (or a bare state dict), memory-mapped on the CPU (tensors are
+    read from the file as they are copied into the model, not all held twice)."""
     compat.allow_args_in_checkpoints()  # BenCo's save_model stores the argparse flags
-    return torch.load(path, map_location="cpu")
+    try:
+        return torch.load(path, map_location="cpu", mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        # torch's weights_only message suggests weights_only=False; the line that says what
+        # failed is the one worth showing.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+        raise ConfigError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                          f"{reason[:300]}). Is it cut short (an interrupted save or copy), or another kind "
+                          f"of file? Give a checkpoint-<epoch>.pth written by `benco-maskclip train`") from None
+
+
+def saved_training_args(checkpoint):
+    """The argparse flags a BenCo checkpoint saved (``args``), or None for a bare state dict."""
+    return checkpoint.get("args") if isinstance(checkpoint, dict) else None
+
+
+def weights_do_not_fit(path, checkpoint, args, flag, exc):
+    """The ConfigError for a checkpoint whose tensors do not fit the model the flags built."""
+    saved = saved_training_args(checkpoint)
+    hint = ""
+    if saved is not None:
+        saved_flags = getattr(saved, "model_args", {})
+        differing = {k: v for k, v in saved_flags.items() if getattr(args, "model_args", {}).get(k, v) != v}
+        shown = differing or saved_flags
+        flags = " ".join(f"--{k} {v}" for k, v in shown.items() if v is not None)
+        hint = (f" It was trained with --model {saved.model} {flags}".rstrip()
+                + ("; pass the same model flags." if not differing else
+                   f" (this run has {' '.join(f'--{k} {args.model_args[k]}' for k in differing)})."))
+    return ConfigError(f"{flag} {path}: its weights do not fit --model {args.model} with these "
+                       f"flags.{hint}\n{str(exc)[:2000]}")
 
 
 def load_weights(model, path, args, flag="--checkpoint_path", checkpoint=None):
@@ -122,18 +154,12 @@ def load_weights(model, path, args, flag="--checkpoint_path", checkpoint=None):
     ``checkpoint``: what ``read_checkpoint(path)`` returned, for callers that read it already.
     """
     if checkpoint is None:
-        checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path, flag)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        saved = checkpoint.get("args") if isinstance(checkpoint, dict) else None
-        hint = ""
-        if saved is not None:
-            flags = " ".join(f"--{k} {v}" for k, v in getattr(saved, "model_args", {}).items() if v is not None)
-            hint = f" It was trained with --model {saved.model} {flags}".rstrip() + "; pass the same model flags."
-        raise ConfigError(f"{flag} {path}: its weights do not fit --model {args.model} with these "
-                          f"flags.{hint}\n{str(exc)[:2000]}") from None
+        raise weights_do_not_fit(path, checkpoint, args, flag, exc) from None
     epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
     print(f"Loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
     return epoch

@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 
@@ -89,7 +90,15 @@ def run(args, model_args):
     if device.type != "cuda":
         # BenCo's scaler is a CUDA GradScaler, enabled whenever a GPU exists even for --device cpu.
         loss_scaler._scaler = torch.amp.GradScaler("cuda", enabled=False)
-    misc.load_model(args=args, model_without_ddp=model_without_ddp, optimizer=optimizer, loss_scaler=loss_scaler)
+    try:
+        misc.load_model(args=args, model_without_ddp=model_without_ddp, optimizer=optimizer, loss_scaler=loss_scaler)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+        # BenCo loads the file with no word on what is wrong with it: an unreadable file, or
+        # model flags other than the run's, are named here (read_checkpoint raises the first).
+        checkpoint = runtime.read_checkpoint(args.resume, "--resume")
+        if "state_dict" not in str(exc):
+            raise
+        raise runtime.weights_do_not_fit(args.resume, checkpoint, args, "--resume", exc) from None
 
     best_json = os.path.join(args.output_dir, "best.json")
     best = {"metric": args.best_metric, "value": -math.inf, "epoch": None}
