@@ -55,6 +55,8 @@ def test_model_flags_come_from_the_model_constructor():
     (["test-robust", "--checkpoint_path", "x.pth", "--blur_kernels", "4"], ["--blur_kernels", "odd"]),
     (["test-robust", "--checkpoint_path", "x.pth", "--jpeg_qualities", "90,120"], ["--jpeg_qualities"]),
     (["train", "--resume", "missing.pth", "--device", "cpu"], ["--resume", "auto"]),
+    (["train", "--edge_mask_width", "4"], ["--edge_mask_width 4", "odd"]),
+    (["test", "--checkpoint_path", "x.pth", "--edge_mask_width", "0"], ["--edge_mask_width 0", "odd"]),
 ])
 def test_bad_flags_get_an_error_naming_the_flag(argv, words, capsys):
     assert cli.main(argv) == 2
@@ -195,3 +197,70 @@ def test_a_device_that_cannot_be_had_is_named_and_other_process_group_errors_kee
     args.device = "cpu"
     with pytest.raises(RuntimeError, match="^the rendezvous"):  # not blamed on --device
         runtime.start(args, "train")
+
+
+def benco_checkpoint(path, **saved):
+    """A checkpoint as BenCo's misc.save_model writes it (weights left out: parsing reads only args)."""
+    import argparse
+    import torch
+    torch.save({"model": {}, "epoch": 3, "args": argparse.Namespace(**saved)}, path)
+    return str(path)
+
+
+def test_test_commands_take_the_model_and_its_flags_from_the_checkpoint_and_the_command_line_wins(tmp_path, capsys):
+    checkpoint = benco_checkpoint(tmp_path / "checkpoint-3.pth", model="MaskCLIP", image_size=64, if_padding=True,
+                                  if_resizing=False, model_args={"model_setting": "tiny", "use_vsa": 0,
+                                                                 "image_size": 64, "edge_weight": 20.0})
+    for command in ("test", "test-robust"):
+        args, model_args = parse(command, ["--checkpoint_path", checkpoint])
+        assert (args.model, args.image_size, args.if_padding, args.if_resizing) == ("MaskCLIP", 64, True, False)
+        assert (model_args.model_setting, model_args.use_vsa, model_args.use_tvca) == ("tiny", 0, 1)
+    note = capsys.readouterr().out
+    assert "--model MaskCLIP --image_size 64 --if_padding --model_setting tiny --use_vsa 0\n" in note
+
+    # A folder finds its checkpoint; the command line and --config win, and a switch given
+    # replaces the checkpoint's resize-or-pad choice.
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path), "--use_vsa", "1", "--if_resizing",
+                                      "--config", write_yaml(tmp_path, "image_size: 128\n")])
+    assert (args.image_size, args.if_padding, args.if_resizing, model_args.use_vsa) == (128, False, True, 1)
+    assert model_args.model_setting == "tiny"
+    # Another --model gets none of MaskCLIP's flags.
+    args, model_args = parse("test", ["--checkpoint_path", checkpoint, "--model", "IML_ViT", "--edge_mask_width", "7"])
+    assert args.model == "IML_ViT" and not hasattr(model_args, "model_setting")
+    # A bare state dict says nothing: the usual defaults.
+    import torch
+    torch.save({}, tmp_path / "bare.pth")
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path / "bare.pth")])
+    assert (args.image_size, model_args.model_setting) == (512, "vitl14_mae")
+
+
+def test_a_file_that_is_no_checkpoint_is_named_without_torchs_weights_only_advice(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    whole = benco_checkpoint(tmp_path / "checkpoint-3.pth", model="MaskCLIP", model_args={})
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(open(whole, "rb").read()[:300])
+    for path in (text, cut):
+        with pytest.raises(ConfigError, match=rf"^--checkpoint_path {path}: not a readable PyTorch checkpoint") as info:
+            parse("test", ["--checkpoint_path", str(path)])
+        assert "weights_only" not in str(info.value)
+
+
+def test_a_models_own_input_size_flag_follows_image_size_and_must_agree_with_it(tmp_path):
+    """BenCo's IML_ViT builds for --input_size (default 1024) whatever --image_size the data has,
+    then fails in its loss: 'Target size ... must be the same as input size'."""
+    base = ["--model", "IML_ViT", "--image_size", "64", "--edge_mask_width", "7"]
+    assert parse("train", base)[1].input_size == 64
+    assert parse("train", [*base, "--input_size", "64"])[1].input_size == 64
+    with pytest.raises(ConfigError, match="^--input_size 1024 differs from --image_size 64"):
+        parse("train", [*base, "--input_size", "1024"])
+    with pytest.raises(ConfigError, match="^--input_size 1024 differs"):
+        parse("train", [*base, "--config", write_yaml(tmp_path, "input_size: 1024\n")])
+
+
+def test_training_without_an_edge_mask_says_the_edge_loss_is_off(capsys):
+    parse("train", ["--model_setting", "tiny"])
+    assert "no --edge_mask_width: the edge loss (--edge_weight 20.0) is off" in capsys.readouterr().out
+    parse("train", ["--model_setting", "tiny", "--edge_mask_width", "7"])
+    parse("train", ["--model_setting", "tiny", "--edge_weight", "0"])
+    assert "edge loss" not in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The robustness sweep's levels are BenCo's wrappers, applied before resize like BenCo's test_robust.py;
 test sets and weights as test and test-robust open them."""
+import argparse
 import json
 
 import pytest
@@ -51,8 +52,9 @@ def test_a_balanced_dataset_test_set_is_refused_before_the_model_loads(tmp_path,
     balanced.write_text(json.dumps([["OpenSDID", "sample:test#sd2"]]))
     tests = tmp_path / "tests.json"
     tests.write_text(json.dumps({"mixed": str(balanced)}))
+    # Training flags but no weights: loading it would fail, so the error below comes first.
     checkpoint = tmp_path / "never_loaded.pth"
-    checkpoint.touch()
+    torch.save({"model": {}, "args": argparse.Namespace(model="MaskCLIP", model_args={})}, checkpoint)
     assert cli.main([command, "--checkpoint_path", str(checkpoint), "--model_setting", "tiny",
                      "--image_size", "64", "--test_data_path", str(tests), "--device", "cpu",
                      "--output_dir", str(tmp_path / "out")]) == 2

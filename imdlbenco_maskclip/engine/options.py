@@ -196,6 +196,38 @@ def model_parser_for(model_class, command):
     return parser
 
 
+def _given_on_command_line(argv):
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def checkpoint_defaults(command, argv, config):
+    """``test`` / ``test-robust``: the flags the checkpoint was trained with, as defaults ->
+    (main flags, model flags, checkpoint file); empty for ``train`` or a checkpoint without them.
+
+    The model (``--model``, its own flags) and its input (``--image_size``, resize or pad)
+    must match the training run; ``--config`` and the command line still win. Resize or pad
+    comes from the checkpoint only when neither switch is given (a switch cannot be unset).
+    A path that does not exist gives no defaults: the command names it after checking flags.
+    """
+    if command == "train":
+        return {}, {}, None
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--checkpoint_path")
+    path = pre.parse_known_args(argv)[0].checkpoint_path or config.get("checkpoint_path")
+    if not path or not os.path.exists(str(path)):
+        return {}, {}, None
+    from . import runtime  # runtime imports this module
+    path = runtime.resolve_checkpoint(str(path))
+    saved = runtime.saved_training_args(runtime.read_checkpoint(path))
+    if saved is None:
+        return {}, {}, path
+    main = {k: getattr(saved, k) for k in ("model", "image_size") if hasattr(saved, k)}
+    switches = ("if_padding", "if_resizing")
+    if not set(switches) & (set(config) | _given_on_command_line(argv)):
+        main.update({k: bool(getattr(saved, k, False)) for k in switches})
+    return main, dict(getattr(saved, "model_args", None) or {}), path
+
+
 def parse(command, argv):
     """-> (args, model_args) for ``command`` from ``argv`` (the flags after the command name)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -207,6 +239,8 @@ def parse(command, argv):
     parser = build_parser(command)
     own = _dests(parser)
     other_commands = set().union(*(_dests(build_parser(c)) for c in COMMANDS if c != command))
+    saved_main, saved_model, checkpoint = checkpoint_defaults(command, argv, config)
+    _apply(parser, saved_main, f"--checkpoint_path {checkpoint}")
     _apply(parser, {k: v for k, v in config.items() if k in own and k != "config"}, where)
     args, remaining = parser.parse_known_args(argv)
 
@@ -221,7 +255,20 @@ def parse(command, argv):
     ignored = sorted(k for k in config if k not in own and k not in model_dests)
     if ignored:
         _note(f"[{command}] {where}: keys for other commands ignored here: {ignored}")
+    if args.model != saved_main.get("model"):
+        saved_model = {}  # another model's flags
+    # Shown in the note below only where they differ from the model's own defaults.
+    saved_model = {k: v for k, v in saved_model.items()
+                   if k in model_dests and k not in own and str(v) != str(model_parser.get_default(k))}
+    _apply(model_parser, saved_model, f"--checkpoint_path {checkpoint}")
     _apply(model_parser, {k: v for k, v in config.items() if k in model_dests and k not in own}, where)
+    overridden = set(config) | _given_on_command_line(argv)
+    taken = [k for k in [*saved_main, *saved_model] if k not in overridden and not (
+        k in ("if_padding", "if_resizing") and not saved_main[k])]
+    if taken and not args.help:
+        values = {**saved_main, **saved_model}
+        _note(f"[{command}] from the checkpoint's training flags (--config and the command line win): "
+              + " ".join(f"--{k}" if isinstance(values[k], bool) else f"--{k} {values[k]}" for k in taken))
 
     if args.help:
         parser.print_help()
@@ -229,8 +276,28 @@ def parse(command, argv):
         model_parser.print_help()
         sys.exit(0)
     model_args = model_parser.parse_args(remaining)
+    _follow_image_size(args, model_args, given=overridden | set(saved_model))
     _check(command, args, model_args)
     return args, model_args
+
+
+# Models' own names for their input size (IML_ViT, ObjectFormer, PSCC_Net; SparseViT).
+INPUT_SIZE_FLAGS = ("input_size", "img_size")
+
+
+def _follow_image_size(args, model_args, given):
+    """A model's input-size flag follows --image_size unless given; given, it must match:
+    the datasets yield --image_size images, and a model built for another size fails deep
+    inside (IML_ViT: 'Target size ... must be the same as input size')."""
+    for flag in INPUT_SIZE_FLAGS:
+        if not hasattr(model_args, flag):
+            continue
+        if flag not in given:
+            setattr(model_args, flag, args.image_size)
+        elif getattr(model_args, flag) != args.image_size:
+            raise ConfigError(f"--{flag} {getattr(model_args, flag)} differs from --image_size {args.image_size}: "
+                              f"the datasets give --model {args.model} images of --image_size; give one "
+                              f"value (--{flag} follows --image_size when left out)")
 
 
 def comma_list(text, flag, convert, expected):
@@ -260,6 +327,13 @@ def _check(command, args, model_args):
             raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if command == "test" and args.gallery_size < 0:
         raise ConfigError(f"--gallery_size must be 0 (no pictures) or more, got {args.gallery_size}")
+    width = args.edge_mask_width
+    if width is not None and (width < 1 or width % 2 == 0 or width >= args.image_size):
+        raise ConfigError(f"--edge_mask_width {width}: BenCo's edge mask needs an odd width of at least 1 "
+                          f"and below --image_size (paper: 7); leave the flag out for no edge mask")
+    if command == "train" and width is None and getattr(model_args, "edge_weight", 0) > 0:
+        _note(f"[train] no --edge_mask_width: the edge loss (--edge_weight {model_args.edge_weight}) is off; "
+              f"the paper's recipe uses --edge_mask_width 7")
     forward = inspect.signature(model_class_of(args.model).forward).parameters
     edge = forward.get("edge_mask")
     if edge is not None and edge.default is inspect.Parameter.empty and args.edge_mask_width is None:
