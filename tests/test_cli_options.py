@@ -56,6 +56,15 @@ def test_model_flags_come_from_the_model_constructor():
     (["test-robust", "--checkpoint_path", "x.pth", "--jpeg_qualities", "90,120"], ["--jpeg_qualities"]),
     (["train", "--resume", "missing.pth", "--device", "cpu"], ["--resume", "auto"]),
     (["train", "--edge_mask_width", "4"], ["--edge_mask_width 4", "odd"]),
+    (["train", "--lr", "-1"], ["--lr -1.0", "above 0"]),
+    (["train", "--output_dir", "README.md"], ["--output_dir README.md is a file"]),
+    (["train", "--model_setting", "vitl14-mae", "--device", "cpu", "--data_path", "sample:test#sd15",
+      "--test_data_path", "sample:test#sd2", "--image_size", "64"], ["--model MaskCLIP", "vitl14_mae"]),
+    (["train", "--model_setting", "tiny", "--image_size", "70", "--device", "cpu", "--data_path", "sample:test#sd15",
+      "--test_data_path", "sample:test#sd2"], ["--image_size", "multiple"]),
+    (["train", "--model_setting", "tiny", "--image_size", "64", "--clip_pretrained", "nowhere/clip.pt",
+      "--device", "cpu", "--data_path", "sample:test#sd15", "--test_data_path", "sample:test#sd2"],
+     ["--clip_pretrained", "nowhere/clip.pt"]),
     (["test", "--checkpoint_path", "x.pth", "--edge_mask_width", "0"], ["--edge_mask_width 0", "odd"]),
 ])
 def test_bad_flags_get_an_error_naming_the_flag(argv, words, capsys):

@@ -148,6 +148,7 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
     ("bare_state_dict", "holds no training flags"),
     ("bad_threshold", "--threshold"),
     ("bad_device", "--device gpu0: "),
+    ("bad_batch_size", "--batch_size 0"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
     checkpoint = tmp_path / "model.pth"
@@ -164,6 +165,8 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
         torch.save(torch.load(checkpoint, weights_only=False)["model"], checkpoint)
     elif case == "bad_threshold":
         extra = ["--threshold", "1.5"]
+    elif case == "bad_batch_size":
+        extra = ["--batch_size", "0"]
     else:
         extra = ["--device", "gpu0"]
     rc = main(["predict", "--checkpoint_path", str(checkpoint), "--output_dir", str(tmp_path / "out"),

@@ -325,6 +325,14 @@ def _check(command, args, model_args):
             ("batch_size", "epochs", "test_period", "accum_iter") if command == "train" else ()):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if command == "train":
+        for flag in ("lr", "blr", "min_lr", "weight_decay"):
+            value = getattr(args, flag)
+            if value is not None and (value < 0 or (flag in ("lr", "blr") and value == 0)):
+                raise ConfigError(f"--{flag} {value}: must be {'above' if flag in ('lr', 'blr') else 'at least'} 0")
+    for flag in ("output_dir", "log_dir"):
+        if getattr(args, flag) and os.path.isfile(getattr(args, flag)):
+            raise ConfigError(f"--{flag} {getattr(args, flag)} is a file; give a folder (it is created if missing)")
     if command == "test" and args.gallery_size < 0:
         raise ConfigError(f"--gallery_size must be 0 (no pictures) or more, got {args.gallery_size}")
     width = args.edge_mask_width

@@ -182,6 +182,11 @@ def run(argv):
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold {args.threshold}: a probability in [0, 1]")
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise ConfigError(f"--batch_size {args.batch_size} / --num_workers {args.num_workers}: "
+                          f"at least 1 image per batch and 0 or more workers")
+    if os.path.isfile(args.output_dir):
+        raise ConfigError(f"--output_dir {args.output_dir} is a file; give a folder (it is created if missing)")
     device = runtime.device_without_process_group(args)
     paths = find_images(args.inputs)
     names = output_names(paths)

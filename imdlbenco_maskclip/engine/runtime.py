@@ -74,7 +74,10 @@ def build_model(args, model_args):
     for k, v in vars(model_args).items():
         if k in params and k not in combined:
             combined[k] = v
-    return model(**combined)
+    try:
+        return model(**combined)
+    except ValueError as exc:  # a flag value the constructor refuses (MaskCLIP's messages name the flag)
+        raise ConfigError(f"--model {args.model}: {exc}") from exc
 
 
 def without_weight_sources(model_args):

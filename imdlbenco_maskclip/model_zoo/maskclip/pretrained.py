@@ -18,7 +18,7 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 NEW_PIXEL_KEYS = ("rel_pos_h", "rel_pos_w")
 
 
-class WeightSourceError(RuntimeError):
+class WeightSourceError(ValueError, RuntimeError):
     """A weight source that cannot be used; the message names the flag and the fix."""
 
 
