@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imdlbenco_maskclip.cli import main
 from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP
@@ -140,6 +140,30 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
                          mask=torch.zeros(1, 1, SIZE, SIZE), label=torch.zeros(1, dtype=torch.long))
     mask = np.asarray(Image.open(out / "masks" / "small.png")).astype(float)
     assert np.abs(mask - expected["pred_mask"][0, 0, :40, :50].numpy() * 255).max() <= 1.0
+
+
+def test_exif_rotated_photos_are_predicted_upright_and_a_file_named_twice_once(tmp_path):
+    checkpoint = tmp_path / "model.pth"
+    save_checkpoint(checkpoint)
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    stored = photo(60, 120, 7)  # 120 wide as stored; EXIF 6 says: turn 90 degrees clockwise to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(folder / "rot.jpg", exif=exif, quality=95)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint_path", str(checkpoint), "--output_dir", str(out), "--device", "cpu",
+                 "--num_workers", "0", str(folder), str(folder / "rot.jpg")]) == 0
+    assert Image.open(out / "masks" / "rot.png").size == Image.open(out / "overlays" / "rot.jpg").size == (60, 120)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(folder / "rot.jpg"))).astype(float)
+    turned_the_other_way = np.rot90(np.asarray(Image.open(folder / "rot.jpg")), k=1).astype(float)
+    overlay = np.asarray(Image.open(out / "overlays" / "rot.jpg")).astype(float)
+    unmarked = np.asarray(Image.open(out / "masks" / "rot.png")) <= 127  # the photo itself shows there
+    assert unmarked.mean() > 0.1
+    assert (np.abs(overlay - upright)[unmarked].mean() * 2
+            < np.abs(overlay - turned_the_other_way)[unmarked].mean())
+    rows = (out / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(str(folder / "rot.jpg"))
 
 
 @pytest.mark.parametrize("case, message", [

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, default_collate
 
 from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
@@ -55,7 +55,8 @@ def build_parser():
 
 
 def find_images(inputs):
-    """Files and folders -> image paths, folders searched recursively in sorted order."""
+    """Files and folders -> image paths, folders searched recursively in sorted order; a file
+    reached twice (by name and in a folder) is predicted once."""
     found = []
     for entry in inputs:
         path = Path(entry)
@@ -69,7 +70,8 @@ def find_images(inputs):
             raise ConfigError(f"input {entry!r}: no such file or folder")
     if not found:
         raise ConfigError(f"no image files ({', '.join(_IMAGE_EXTS)}) in {', '.join(map(repr, inputs))}")
-    return found
+    unique = {path.resolve(): path for path in reversed(found)}  # a file named twice: its first mention
+    return [path for path in found if unique[path.resolve()] is path]
 
 
 def output_names(paths):
@@ -100,7 +102,9 @@ class ImageFiles(AbstractDataset):
     def _get_image(self, index):
         path = self.tp_path[index]
         with Image.open(path) as img:
-            image = to_rgb_uint8(img)
+            # Upright as viewers show it (phone photos store the rotation in EXIF), so the
+            # mask and overlay line up with the picture the user sees.
+            image = to_rgb_uint8(ImageOps.exif_transpose(img))
         # Handed to __getitem__ beside BenCo's dict (it only passes on what it knows).
         self._original = image
         height, width = image.shape[:2]
