@@ -25,7 +25,11 @@ def main(argv=None):
     command, rest = argv[0], argv[1:]
     if command in DATASET_COMMANDS:
         from .datasets import commands
-        return getattr(commands, DATASET_COMMANDS[command])(rest)
+        try:
+            return getattr(commands, DATASET_COMMANDS[command])(rest)
+        except (ValueError, OSError) as exc:  # a bad source, split or sample; a path that cannot be written
+            sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
+            return 2
     if command not in ENGINE_COMMANDS and command != "predict":
         sys.stderr.write(f"benco-maskclip: unknown command {command!r}; choose one of "
                          f"{list(ENGINE_COMMANDS) + ['predict'] + list(DATASET_COMMANDS)}\n")

@@ -499,3 +499,17 @@ def test_export_and_preview_commands(hub_dir, tmp_path, capsys):
                          "--out", str(tmp_path / "p.png")]) == 0
     with Image.open(tmp_path / "p.png") as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200
+
+
+def test_dataset_commands_end_bad_input_with_an_error_line(hub_dir, tmp_path, capsys):
+    from imdlbenco_maskclip.cli import main
+    assert main(["preview", str(hub_dir), "--out", str(tmp_path / "p.png")]) == 2  # two splits, none chosen
+    assert "preview: error: " in capsys.readouterr().err
+    assert main(["export", f"{hub_dir}#sd4", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("benco-maskclip export: error: ") and "sd4" in err
+    with pytest.raises(SystemExit):
+        main(["preview", f"{hub_dir}#sd2", "-n", "0", "--out", str(tmp_path / "p.png")])
+    assert "-n/--num 0" in capsys.readouterr().err
+    assert main(["preview", f"{hub_dir}#sd2", "-n", "2", "--out", str(tmp_path / "new" / "dir" / "p.png")]) == 0
+    assert (tmp_path / "new" / "dir" / "p.png").is_file()

@@ -62,10 +62,13 @@ def main_preview(argv):
     parser.add_argument("--cols", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="which samples: a seeded random choice")
     args = parser.parse_args(argv)
+    if args.num < 1 or args.cols < 1:
+        parser.error(f"-n/--num {args.num} and --cols {args.cols} must be at least 1")
     from .opensdid import OpenSDID
     # BenCo insists on a resize or pad transform; the preview reads raw rows and never uses it.
     dataset = OpenSDID(args.source, is_resizing=True, split=args.split, subset=args.subset,
                        on_bad_sample=args.on_bad_sample)
+    Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
     write_preview(dataset, args.out, num=args.num, cols=args.cols, seed=args.seed)
     print(Path(args.out).resolve())
     return 0

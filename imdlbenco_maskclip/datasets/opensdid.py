@@ -245,7 +245,7 @@ def choose_split(available, requested, where):
     if requested is None:
         if len(available) == 1:
             return available[0]
-        raise ValueError(f"{where} has several splits {available}; choose one with split=... "
+        raise ValueError(f"{where} has several splits {available}; choose one with split=... (commands: --split, --train_split or --test_splits) "
                          f"or '<source>#<split>' (OpenSDID splits: {list(OPENSDID_SPLITS)})")
     if requested not in available:
         raise ValueError(f"unknown split {requested!r} for {where}; valid splits here: {available}")
