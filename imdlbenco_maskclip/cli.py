@@ -35,6 +35,7 @@ def main(argv=None):
                          f"{list(ENGINE_COMMANDS) + ['predict'] + list(DATASET_COMMANDS)}\n")
         return 2
     from importlib import import_module
+    from .datasets.opensdid import BadSampleError
     from .engine.options import ConfigError, parse
     from .engine.runtime import finish
     try:
@@ -46,5 +47,10 @@ def main(argv=None):
     except ConfigError as exc:
         # stderr, not print: BenCo silences print on ranks other than 0.
         sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
+        finish()
+        return 2
+    except BadSampleError as exc:  # read in this process (in a DataLoader worker it is re-raised as text)
+        sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n(--on_bad_sample skip leaves such samples "
+                         f"out, counted and listed)\n")
         finish()
         return 2

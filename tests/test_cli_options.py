@@ -273,3 +273,14 @@ def test_training_without_an_edge_mask_says_the_edge_loss_is_off(capsys):
     parse("train", ["--model_setting", "tiny", "--edge_mask_width", "7"])
     parse("train", ["--model_setting", "tiny", "--edge_weight", "0"])
     assert "edge loss" not in capsys.readouterr().out
+
+
+def test_on_bad_sample_reaches_opensdid_and_is_refused_where_it_cannot_act(tmp_path):
+    args, _ = parse("train", ["--data_path", "sample:train#sd15", "--image_size", "64", "--model_setting", "tiny",
+                              "--on_bad_sample", "skip"])
+    assert data.open_train_dataset(args).on_bad_sample == "skip"
+    balanced = tmp_path / "balanced.json"
+    balanced.write_text(json.dumps([["OpenSDID", "sample:train#sd15"]]))
+    args.data_path = str(balanced)
+    with pytest.raises(ConfigError, match=r"--on_bad_sample skip: BenCo's BalancedDataset .*balanced.json"):
+        data.open_train_dataset(args)

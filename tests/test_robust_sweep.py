@@ -101,3 +101,37 @@ def test_test_takes_every_weight_from_the_checkpoint_and_reads_no_weight_source(
     assert evaluation.run(args, model_args) == 0
     assert (out / "metrics.json").is_file()
     assert (out / "masks" / "sd2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --gallery_size 6
+
+
+@pytest.mark.usefixtures("no_process_group_left_behind")
+def test_a_bad_test_sample_stops_with_its_key_or_is_skipped_counted_and_listed(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    root = tmp_path / "folder"
+    for folder in ("sd3/real", "sd3/fake", "sd3/masks"):
+        (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / f"sd3/real/r{i}.png")
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / f"sd3/fake/f{i}.png")
+        mask = np.zeros((48, 48), dtype=np.uint8)
+        mask[8:24, 8:24] = 255
+        Image.fromarray(mask).save(root / f"sd3/masks/f{i}.png")
+    (root / "sd3/fake/f1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    checkpoint, out = tmp_path / "tiny.pth", tmp_path / "out"
+    argv = ["test", "--checkpoint_path", str(checkpoint), "--model_setting", "tiny", "--image_size", "64",
+            "--device", "cpu", "--test_data_path", str(root), "--test_splits", "sd3", "--num_workers", "0",
+            "--test_batch_size", "2", "--output_dir", str(out), "--gallery_size", "0"]
+    args, model_args = parse("test", argv[1:])
+    torch.save(runtime.build_model(args, model_args).state_dict(), checkpoint)
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "partial/sd3/fake/f1.png" in err and "--on_bad_sample skip" in err
+
+    assert cli.main([*argv, "--on_bad_sample", "skip"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["splits"]["sd3"]["n_images"], metrics["splits"]["sd3"]["n_partial"]) == (5, 2)
+    assert list(metrics["skipped"]["sd3"]) == ["partial/sd3/fake/f1.png"]
+    assert "Bad samples left out (--on_bad_sample skip): sd3 1" in (out / "metrics.md").read_text()
+    assert "1 sample(s) skipped" in capsys.readouterr().out

@@ -120,10 +120,20 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
                 _check_takes_benco_arguments(DATASETS.get(name), entry_path, kwargs, where)
                 if DATASETS.get(name) is JsonDataset:
                     _check_listed_files(entry_path, _read_json_list(entry_path, where), where)
+        if args.on_bad_sample == "skip":
+            raise ConfigError(f"--on_bad_sample skip: BenCo's {cls.__name__} ({flag} {path!r}) cannot skip bad "
+                              f"samples (it builds its datasets with its own arguments); fix the data, or use "
+                              f"an OpenSDID source")
     else:
         cls = DATASETS.get(args.dataset)
-        if split is not None and parse_source(path)[1] is None and "split" in inspect.signature(cls).parameters:
+        takes = inspect.signature(cls).parameters
+        if split is not None and parse_source(path)[1] is None and "split" in takes:
             kwargs["split"] = split
+        if "on_bad_sample" in takes:
+            kwargs["on_bad_sample"] = args.on_bad_sample
+        elif args.on_bad_sample == "skip":
+            raise ConfigError(f"--on_bad_sample skip: --dataset {args.dataset} cannot skip bad samples "
+                              f"(its constructor takes no on_bad_sample)")
         _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
     # The errors a bad source or split raises: missing files, unknown splits, bad data
     # (OpenSDID's are ValueErrors). Others are bugs and keep their traceback.
@@ -173,7 +183,19 @@ def open_test_dataset(args, name, source, transform=None):
             f"entries at random, with repeats, so the metrics would not cover every test image once (and a "
             f"robustness sweep's perturbations would not reach its images). Give this set a single dataset "
             f"source instead, e.g. \"{name}\": \"nebula/OpenSDI_test#sd15\" or a JsonDataset list [[tp, gt], ...].")
+    if args.on_bad_sample == "skip" and hasattr(dataset, "validate"):
+        # Checked whole now, bad samples dropped from the index: none is replaced by another
+        # one during evaluation, so every remaining sample counts exactly once.
+        print(f"[data] {name}: checking every sample (--on_bad_sample skip)")
+        dataset.validate()
+        if dataset.skipped:
+            print(f"[data] {name}: {dataset.report()}")
     return dataset
+
+
+def skipped_samples(datasets):
+    """{set name: {sample key: reason}} for the sets that skipped samples."""
+    return {name: dict(dataset.skipped) for name, dataset in datasets.items() if getattr(dataset, "skipped", None)}
 
 
 def _pin(args):

@@ -48,7 +48,8 @@ def run(args, model_args):
         reporting.append_json_line(os.path.join(args.output_dir, "log.txt"),
                                    {**reporting.flat_stats(results, avg), "epoch": epoch})
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": checkpoint,
-                "epoch": epoch, "args": vars(args)}
+                "epoch": epoch, "args": vars(args),
+                "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()})}
         paths = reporting.write_metrics(args.output_dir, results, avg, meta,
                                         f"{meta['method']}, {os.path.basename(checkpoint)} (epoch {epoch})")
         print(f"[test] metrics: {paths[1]} and {paths[0]}")

@@ -51,6 +51,11 @@ def _common(parser, command):
         help="width in pixels of the edge mask for edge losses (paper: 7)")
     add("--dataset", default="OpenSDID",
         help="dataset class (a name in DATASETS) for data paths that are not BenCo JSON files")
+    add("--on_bad_sample", default="error", choices=("error", "skip"),
+        help="a sample that does not decode or whose mask does not fit (OpenSDID): error (default) "
+             "stops with its key and the fix; skip leaves it out, counted and listed. Test sets are "
+             "checked whole first, so their metrics cover exactly the other samples; in training a bad "
+             "sample found while reading is replaced by the next one")
     add("--test_data_path", "--test_data_json", dest="test_data_path", default="nebula/OpenSDI_test",
         help="test source: an OpenSDID source (hub id, local folder, sample:test) read once per "
              "--test_splits entry, or a BenCo test JSON {name: path}")

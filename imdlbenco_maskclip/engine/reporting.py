@@ -121,6 +121,9 @@ def write_metrics(output_dir, results, avg, meta, title):
     write_json(json_path, {**meta, "splits": results, "average": avg})
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(metrics_markdown(results, avg, meta["method"], title))
+        if meta.get("skipped"):
+            counts = ", ".join(f"{name} {len(keys)}" for name, keys in meta["skipped"].items())
+            f.write(f"\nBad samples left out (--on_bad_sample skip): {counts}; listed in metrics.json.\n")
     return json_path, md_path
 
 

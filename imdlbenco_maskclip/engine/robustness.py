@@ -75,7 +75,7 @@ def run(args, model_args):
                   f"{metrics['image_auc']:.4f}; {elapsed:.0f}s elapsed, ~{elapsed / step * (total - step):.0f}s left")
     if main:
         meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": checkpoint,
-                "epoch": epoch, "args": vars(args)}
+                "epoch": epoch, "args": vars(args), "skipped": data.skipped_samples(datasets)}
         paths = reporting.write_robustness(args.output_dir, rows, meta)
         print("[test-robust] results: " + ", ".join(paths))
     runtime.finish()

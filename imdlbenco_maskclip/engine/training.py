@@ -156,9 +156,13 @@ def run(args, model_args):
                 log_writer.flush()
 
     print(f"[train] training time {datetime.timedelta(seconds=int(time.time() - start_time))}")
+    if getattr(train_set, "skipped", None):
+        # This process's record: samples found bad in DataLoader workers were warned about there.
+        print(f"[train] training set: {train_set.report()}")
     if main and results is not None:
         meta = {"command": "train", "method": reporting.method_name(args), "epoch": args.epochs - 1,
-                "train_data": str(train_set), "best": best, "args": vars(args)}
+                "train_data": str(train_set), "best": best, "args": vars(args),
+                "skipped": data.skipped_samples({"train": train_set, **test_sets})}
         paths = reporting.write_metrics(args.output_dir, results, avg, meta,
                                         f"{meta['method']} after epoch {args.epochs - 1}")
         print(f"[train] metrics: {paths[1]} and {paths[0]}; best checkpoint: "
