@@ -94,7 +94,10 @@ def test_one_and_two_process_tests_agree_and_keep_each_split_log_apart(trained, 
     results = {}
     for nproc in (1, 2):
         out = tmp_path / f"test_{nproc}"
-        run_cli(["test", *TINY, "--checkpoint_path", str(trained), "--output_dir", str(out)], nproc=nproc)
+        stdout = run_cli(["test", *TINY, "--checkpoint_path", str(trained), "--output_dir", str(out)], nproc=nproc)
+        if nproc == 2:  # batches of 4 on 2 processes: 18 = 2 x 8 + 2, 14 = 1 x 8 + 6
+            assert "sd2: 18 samples, 2 batch(es) per process + 2 in BenCo's tail pass" in stdout
+            assert "sdxl: 14 samples, 1 batch(es) per process + 6 in BenCo's tail pass" in stdout
         results[nproc] = read_json(out / "metrics.json")
         assert results[nproc]["checkpoint"].endswith("checkpoint-best.pth")
         assert_complete_metrics(results[nproc])

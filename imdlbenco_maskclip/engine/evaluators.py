@@ -184,7 +184,9 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
     results = {}
     for name, loader in loaders.items():
         dataset = loader.dataset
-        print(f"[test] {name}: {len(dataset)} samples, {len(loader)} batch(es) per process")
+        tail = len(dataset) - len(loader) * loader.batch_size * misc.get_world_size() if args.distributed else 0
+        print(f"[test] {name}: {len(dataset)} samples, {len(loader)} batch(es) per process"
+              + (f" + {tail} in BenCo's tail pass" if tail > 0 else ""))
         writer = log_writers.get(name) if isinstance(log_writers, dict) else log_writers
         stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
                                name=name, log_writer=writer, print_freq=args.print_freq, args=args,
