@@ -163,10 +163,13 @@ def plot_robustness(plot_dir, rows, method):
         points = sorted((r["level"], r) for r in rows if r["split"] == split and r["perturbation"] == perturbation)
         return [p[0] for p in points], [p[1] for p in points]
 
-    def draw(ax, split, perturbation, key, colour, label):
-        """One metric against the level, and its clean value as a dashed line of the same colour."""
+    def draw(ax, split, perturbation, key, index, label):
+        """One metric against the level, and its clean value as a dashed line of the same colour.
+        Each series has its own marker, smaller than the one before, so equal curves stay visible."""
+        colour = f"C{index}"
         levels, points = curve(split, perturbation)
-        ax.plot(levels, [p[key] for p in points], "o-", color=colour, label=label)
+        ax.plot(levels, [p[key] for p in points], "-", marker="osD^v"[index % 5], markersize=9 - 2 * (index % 4),
+                color=colour, label=label, alpha=0.85)
         if split in clean and math.isfinite(clean[split][key]):
             ax.axhline(clean[split][key], color=colour, linestyle="--", linewidth=0.8)
         ax.set_xlabel(PERTURBATION_TITLES.get(perturbation, perturbation))
@@ -175,9 +178,8 @@ def plot_robustness(plot_dir, rows, method):
         ax.grid(alpha=0.3)
 
     def save(fig, name):
-        fig.tight_layout()
         path = os.path.join(plot_dir, name)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legends placed outside the axes
         plt.close(fig)
         paths.append(path)
 
@@ -185,18 +187,21 @@ def plot_robustness(plot_dir, rows, method):
         fig, axes = plt.subplots(1, len(perturbations), figsize=(4.6 * len(perturbations), 3.6), squeeze=False)
         for ax, perturbation in zip(axes[0], perturbations):
             for i, key in enumerate(("pixel_f1", "image_f1", "image_auc")):
-                draw(ax, split, perturbation, key, f"C{i}", METRIC_TITLES[key])
+                draw(ax, split, perturbation, key, i, METRIC_TITLES[key])
         axes[0][0].set_ylabel("metric (dashed: clean)")
-        axes[0][-1].legend(fontsize=8, loc="lower left")
         fig.suptitle(f"{method}: robustness on {_title(split)}", fontsize=10)
+        fig.tight_layout()
+        # Below the panels, not over their points.
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=3, fontsize=8, frameon=False)
         save(fig, f"robustness_{split}.png")
 
     for perturbation in perturbations:
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
         for i, split in enumerate(splits):
-            draw(ax, split, perturbation, "pixel_f1", f"C{i}", _title(split))
+            draw(ax, split, perturbation, "pixel_f1", i, _title(split))
         ax.set_ylabel("pixel F1, partial fakes (dashed: clean)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         ax.set_title(f"{method}: pixel F1 under {perturbation.replace('_', ' ')}", fontsize=10)
         save(fig, f"pixel_f1_{perturbation}.png")
     return paths
