@@ -253,6 +253,13 @@ def test_a_file_that_is_no_checkpoint_is_named_without_torchs_weights_only_advic
         with pytest.raises(ConfigError, match=rf"^--checkpoint_path {path}: not a readable PyTorch checkpoint") as info:
             parse("test", ["--checkpoint_path", str(path)])
         assert "weights_only" not in str(info.value)
+    # The pre-zip format (torch < 1.6) cannot be memory-mapped, and is still read.
+    import argparse
+    import torch
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": {}, "args": argparse.Namespace(model="MaskCLIP", image_size=96, model_args={})}, legacy,
+               _use_new_zipfile_serialization=False)
+    assert parse("test", ["--checkpoint_path", str(legacy)])[0].image_size == 96
 
 
 def test_a_models_own_input_size_flag_follows_image_size_and_must_agree_with_it(tmp_path):

@@ -119,12 +119,20 @@ def read_checkpoint(path, flag="--checkpoint_path"):
     read from the file as they are copied into the model, not all held twice)."""
     compat.allow_args_in_checkpoints()  # BenCo's save_model stores the argparse flags
     try:
-        return torch.load(path, map_location="cpu", mmap=True)
+        try:
+            return torch.load(path, map_location="cpu", mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu")  # the pre-zip format (torch < 1.6) cannot be mapped
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         # torch's weights_only message suggests weights_only=False; the line that says what
         # failed is the one worth showing.
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+        text, marker = str(exc), "WeightsUnpickler error:"
+        if marker in text:
+            reason = " ".join(text.split(marker, 1)[1].split("Check the documentation")[0].split())
+        else:
+            reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
         raise ConfigError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                           f"{reason[:300]}). Is it cut short (an interrupted save or copy), or another kind "
                           f"of file? Give a checkpoint-<epoch>.pth written by `benco-maskclip train`") from None
