@@ -13,7 +13,7 @@ DINOv2 ViT-B):
 Shapes: B batch, H x W input, h x w pixel-encoder grid, Dc CLIP vision width, Dt CLIP
 embedding width, Dp pixel-encoder width, C decoder channels, K tapped CLIP layers.
 """
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -362,13 +362,6 @@ class MaskCLIP(nn.Module):
         if mode:
             self._drop_text_cache()
         return self
-
-    def no_weight_decay(self) -> Set[str]:
-        """Names AdamW leaves undecayed besides biases and norm weights: the pixel encoder's
-        absolute position embedding and class / register tokens, as timm's ViTs list them."""
-        undecayed = ("pos_embed", "cls_token", "reg_token", "dist_token")
-        return {name for name, _ in self.pixel_encoder.named_parameters(prefix="pixel_encoder")
-                if name.rsplit(".", 1)[-1] in undecayed}
 
     def _drop_text_cache(self) -> None:
         self._text_cache = None
