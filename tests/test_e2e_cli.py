@@ -162,6 +162,13 @@ def test_resuming_with_other_model_flags_or_a_broken_file_is_a_clear_error(train
     assert main([*resume, str(trained / "checkpoint-1.pth"), "--use_vsa", "0"]) == 2
     err = capsys.readouterr().err
     assert "--resume" in err and "trained with --model MaskCLIP --use_vsa 1 (this run has --use_vsa 0)" in err
+    # Optimizer groups of another make (e.g. another version's weight-decay grouping).
+    other_groups = torch.load(trained / "checkpoint-1.pth", weights_only=False)
+    groups = other_groups["optimizer"]["param_groups"]
+    groups[0]["params"] += groups.pop(1)["params"]
+    torch.save(other_groups, tmp_path / "other_groups.pth")
+    assert main([*resume, str(tmp_path / "other_groups.pth")]) == 2
+    assert "its optimizer state does not fit this run's parameter groups" in capsys.readouterr().err
     broken = tmp_path / "checkpoint-1.pth"
     broken.write_bytes((trained / "checkpoint-1.pth").read_bytes()[:1000])
     assert main([*resume, str(broken)]) == 2

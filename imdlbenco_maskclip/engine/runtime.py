@@ -115,24 +115,26 @@ def resolve_checkpoint(path, flag="--checkpoint_path"):
 
 
 def read_checkpoint(path, flag="--checkpoint_path"):
-    """A BenCo checkpoint dict (or a bare state dict), memory-mapped on the CPU (tensors are
-    read from the file as they are copied into the model, not all held twice)."""
+    """A BenCo checkpoint dict (or a bare state dict), on the CPU.
+
+    Read whole, not memory-mapped: training replaces checkpoint-best.pth while a test of the
+    same folder may be reading it, and mapped tensors would follow the file.
+    """
     compat.allow_args_in_checkpoints()  # BenCo's save_model stores the argparse flags
     try:
-        try:
-            return torch.load(path, map_location="cpu", mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu")  # the pre-zip format (torch < 1.6) cannot be mapped
+        return torch.load(path, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        # torch's weights_only message suggests weights_only=False; the line that says what
+        # torch's weights_only message suggests weights_only=False; the part that says what
         # failed is the one worth showing.
         text, marker = str(exc), "WeightsUnpickler error:"
         if marker in text:
             reason = " ".join(text.split(marker, 1)[1].split("Check the documentation")[0].split())
         else:
             reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if "Unsupported global" in reason:
+            raise ConfigError(f"{flag} {path}: it holds Python objects that torch does not load without running "
+                              f"their code ({reason[:300]}); load it yourself if you trust it and save "
+                              f"{{'model': state_dict}}") from None
         raise ConfigError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                           f"{reason[:300]}). Is it cut short (an interrupted save or copy), or another kind "
                           f"of file? Give a checkpoint-<epoch>.pth written by `benco-maskclip train`") from None

@@ -92,10 +92,17 @@ def run(args, model_args):
         loss_scaler._scaler = torch.amp.GradScaler("cuda", enabled=False)
     try:
         misc.load_model(args=args, model_without_ddp=model_without_ddp, optimizer=optimizer, loss_scaler=loss_scaler)
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
-        # BenCo loads the file with no word on what is wrong with it: an unreadable file, or
-        # model flags other than the run's, are named here (read_checkpoint raises the first).
+    except (RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        # BenCo loads the file with no word on what is wrong with it: an unreadable file, model
+        # flags or optimizer groups other than the run's are named here (read_checkpoint
+        # raises the first).
         checkpoint = runtime.read_checkpoint(args.resume, "--resume")
+        if "parameter group" in str(exc):
+            saved = runtime.saved_training_args(checkpoint)
+            raise ConfigError(f"--resume {args.resume}: its optimizer state does not fit this run's parameter "
+                              f"groups ({exc}); resume with the flags it was trained with"
+                              + (f" (--optimizer {saved.optimizer} and the same model flags)"
+                                 if hasattr(saved, "optimizer") else "")) from None
         if "state_dict" not in str(exc):
             raise
         raise runtime.weights_do_not_fit(args.resume, checkpoint, args, "--resume", exc) from None
@@ -145,7 +152,11 @@ def run(args, model_args):
                           f"no image-level prediction from --model {args.model}); checkpoint-best.pth not updated")
                 elif value > best["value"]:
                     best = {"metric": args.best_metric, "value": value, "epoch": epoch}
-                    shutil.copyfile(checkpoint, os.path.join(args.output_dir, "checkpoint-best.pth"))
+                    # Copied under another name, then renamed: a test reading checkpoint-best.pth
+                    # meanwhile sees the old file or the new one, never half of one.
+                    best_path = os.path.join(args.output_dir, "checkpoint-best.pth")
+                    shutil.copyfile(checkpoint, best_path + ".partial")
+                    os.replace(best_path + ".partial", best_path)
                     reporting.write_json(best_json, best)
                     print(f"[train] new best {args.best_metric} {value:.4f} at epoch {epoch}")
             for old in runtime.numbered_checkpoints(args.output_dir):
