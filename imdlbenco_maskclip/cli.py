@@ -49,7 +49,7 @@ def main(argv=None):
         sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
         finish()
         return 2
-    except BadSampleError as exc:  # read in this process (in a DataLoader worker it is re-raised as text)
+    except BadSampleError as exc:  # also from DataLoader workers, which re-raise it from its text
         sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n(--on_bad_sample skip leaves such samples "
                          f"out, counted and listed)\n")
         finish()

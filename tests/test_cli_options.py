@@ -253,13 +253,13 @@ def test_a_file_that_is_no_checkpoint_is_named_without_torchs_weights_only_advic
         with pytest.raises(ConfigError, match=rf"^--checkpoint_path {path}: not a readable PyTorch checkpoint") as info:
             parse("test", ["--checkpoint_path", str(path)])
         assert "weights_only" not in str(info.value)
-    # The pre-zip format (torch < 1.6) cannot be memory-mapped, and is still read.
-    import argparse
+    # Objects torch's weights_only loader refuses are named as such, not as a broken file.
+    import numpy as np
     import torch
-    legacy = tmp_path / "legacy.pth"
-    torch.save({"model": {}, "args": argparse.Namespace(model="MaskCLIP", image_size=96, model_args={})}, legacy,
-               _use_new_zipfile_serialization=False)
-    assert parse("test", ["--checkpoint_path", str(legacy)])[0].image_size == 96
+    with_numpy = tmp_path / "numpy.pth"
+    torch.save({"model": {}, "best": np.float64(0.5)}, with_numpy)
+    with pytest.raises(ConfigError, match=r"holds Python objects .*Unsupported global.*numpy"):
+        parse("test", ["--checkpoint_path", str(with_numpy)])
 
 
 def test_a_models_own_input_size_flag_follows_image_size_and_must_agree_with_it(tmp_path):
@@ -291,3 +291,32 @@ def test_on_bad_sample_reaches_opensdid_and_is_refused_where_it_cannot_act(tmp_p
     args.data_path = str(balanced)
     with pytest.raises(ConfigError, match=r"--on_bad_sample skip: BenCo's BalancedDataset .*balanced.json"):
         data.open_train_dataset(args)
+
+
+def test_checkpoint_defaults_corner_cases(tmp_path, capsys):
+    padded = benco_checkpoint(tmp_path / "padded.pth", model="MaskCLIP", image_size=64, if_padding=True,
+                              if_resizing=False, edge_mask_width=7, model_args={"model_setting": "tiny"})
+    # A YAML that switches resizing off leaves the checkpoint's padding in place.
+    args, _ = parse("test", ["--checkpoint_path", padded, "--config", write_yaml(tmp_path, "if_resizing: false\n")])
+    assert (args.if_padding, args.if_resizing, args.edge_mask_width) == (True, False, 7)
+    # --help never depends on the checkpoint being readable.
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(open(padded, "rb").read()[:200])
+    with pytest.raises(SystemExit) as exit_info:
+        parse("test", ["--checkpoint_path", str(broken), "--help"])
+    assert exit_info.value.code == 0 and "--model_setting" in capsys.readouterr().out
+
+    # IML_ViT trained at 512 (its input_size saved, whatever its default) is tested at 512; BenCo's
+    # own checkpoints need their edge mask, which comes from the checkpoint too.
+    for input_size in (512, 1024):
+        iml_vit = benco_checkpoint(tmp_path / f"iml_vit_{input_size}.pth", model="IML_ViT", image_size=input_size,
+                                   if_resizing=True, edge_mask_width=7, model_args={"input_size": input_size})
+        args, model_args = parse("test", ["--checkpoint_path", iml_vit])
+        assert (args.image_size, model_args.input_size, args.edge_mask_width) == (input_size, input_size, 7)
+        with pytest.raises(ConfigError, match=rf"^--image_size 256 differs from the --input_size {input_size} the "
+                                              rf"checkpoint was trained with"):
+            parse("test", ["--checkpoint_path", iml_vit, "--image_size", "256"])
+    # An untyped constructor argument (SparseViT's img_size) parses as text and still matches.
+    args, model_args = parse("train", ["--model", "SparseViT", "--image_size", "256", "--img_size", "256",
+                                       "--edge_mask_width", "7"])
+    assert model_args.img_size == 256

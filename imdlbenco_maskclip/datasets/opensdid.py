@@ -71,7 +71,14 @@ _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class BadSampleError(ValueError):
     """One row of an OpenSDID source that cannot be used; ``key`` names it."""
 
-    def __init__(self, key, reason):
+    def __init__(self, key, reason=None):
+        if reason is None:
+            # Rebuilt by torch's DataLoader from a worker's traceback text: keep its last line,
+            # the original message, so the error still reads as one line.
+            message = str(key).strip().splitlines()[-1].split("BadSampleError: ", 1)[-1]
+            super().__init__(message)
+            self.key, self.reason = None, message
+            return
         super().__init__(f"OpenSDID sample {key!r}: {reason}")
         self.key = key
         self.reason = reason

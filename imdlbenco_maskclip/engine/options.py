@@ -214,7 +214,7 @@ def checkpoint_defaults(command, argv, config):
     comes from the checkpoint only when neither switch is given (a switch cannot be unset).
     A path that does not exist gives no defaults: the command names it after checking flags.
     """
-    if command == "train":
+    if command == "train" or {"-h", "--help"} & set(argv):  # help works whatever the checkpoint
         return {}, {}, None
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--checkpoint_path")
@@ -226,9 +226,10 @@ def checkpoint_defaults(command, argv, config):
     saved = runtime.saved_training_args(runtime.read_checkpoint(path))
     if saved is None:
         return {}, {}, path
-    main = {k: getattr(saved, k) for k in ("model", "image_size") if hasattr(saved, k)}
+    main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}
     switches = ("if_padding", "if_resizing")
-    if not set(switches) & (set(config) | _given_on_command_line(argv)):
+    switched_on = {k for k in switches if config.get(k) is True} | _given_on_command_line(argv)
+    if not set(switches) & switched_on:
         main.update({k: bool(getattr(saved, k, False)) for k in switches})
     return main, dict(getattr(saved, "model_args", None) or {}), path
 
@@ -262,14 +263,14 @@ def parse(command, argv):
         _note(f"[{command}] {where}: keys for other commands ignored here: {ignored}")
     if args.model != saved_main.get("model"):
         saved_model = {}  # another model's flags
-    # Shown in the note below only where they differ from the model's own defaults.
-    saved_model = {k: v for k, v in saved_model.items()
-                   if k in model_dests and k not in own and str(v) != str(model_parser.get_default(k))}
+    saved_model = {k: v for k, v in saved_model.items() if k in model_dests and k not in own}
+    # The note below shows only the model flags that differ from the model's own defaults.
+    unusual = {k for k, v in saved_model.items() if str(v) != str(model_parser.get_default(k))}
     _apply(model_parser, saved_model, f"--checkpoint_path {checkpoint}")
     _apply(model_parser, {k: v for k, v in config.items() if k in model_dests and k not in own}, where)
     overridden = set(config) | _given_on_command_line(argv)
-    taken = [k for k in [*saved_main, *saved_model] if k not in overridden and not (
-        k in ("if_padding", "if_resizing") and not saved_main[k])]
+    taken = [k for k in [*saved_main, *saved_model] if k not in overridden and (k in saved_main or k in unusual)
+             and saved_main.get(k, True) not in (False, None)]
     if taken and not args.help:
         values = {**saved_main, **saved_model}
         _note(f"[{command}] from the checkpoint's training flags (--config and the command line win): "
@@ -281,7 +282,7 @@ def parse(command, argv):
         model_parser.print_help()
         sys.exit(0)
     model_args = model_parser.parse_args(remaining)
-    _follow_image_size(args, model_args, given=overridden | set(saved_model))
+    _follow_image_size(args, model_args, from_user=overridden, from_checkpoint=set(saved_model))
     _check(command, args, model_args)
     return args, model_args
 
@@ -290,19 +291,29 @@ def parse(command, argv):
 INPUT_SIZE_FLAGS = ("input_size", "img_size")
 
 
-def _follow_image_size(args, model_args, given):
-    """A model's input-size flag follows --image_size unless given; given, it must match:
-    the datasets yield --image_size images, and a model built for another size fails deep
-    inside (IML_ViT: 'Target size ... must be the same as input size')."""
+def _follow_image_size(args, model_args, from_user, from_checkpoint):
+    """A model's input-size flag follows --image_size unless given (by the user or the
+    checkpoint's training flags); given, it must match: the datasets yield --image_size
+    images, and a model built for another size fails deep inside (IML_ViT: 'Target size ...
+    must be the same as input size')."""
     for flag in INPUT_SIZE_FLAGS:
         if not hasattr(model_args, flag):
             continue
-        if flag not in given:
+        value = getattr(model_args, flag)
+        try:
+            matches = int(value) == args.image_size  # untyped constructor arguments parse as str
+        except (TypeError, ValueError):
+            matches = False
+        if matches or not ({flag} & (from_user | from_checkpoint)):
             setattr(model_args, flag, args.image_size)
-        elif getattr(model_args, flag) != args.image_size:
-            raise ConfigError(f"--{flag} {getattr(model_args, flag)} differs from --image_size {args.image_size}: "
-                              f"the datasets give --model {args.model} images of --image_size; give one "
-                              f"value (--{flag} follows --image_size when left out)")
+        elif flag in from_user:
+            raise ConfigError(f"--{flag} {value} differs from --image_size {args.image_size}: the datasets give "
+                              f"--model {args.model} images of --image_size; give one value (--{flag} follows "
+                              f"--image_size when left out)")
+        else:
+            raise ConfigError(f"--image_size {args.image_size} differs from the --{flag} {value} the checkpoint was "
+                              f"trained with, and --model {args.model} is built for that size; leave "
+                              f"--image_size out to test at it")
 
 
 def comma_list(text, flag, convert, expected):
