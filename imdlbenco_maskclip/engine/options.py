@@ -223,7 +223,7 @@ def checkpoint_defaults(command, argv, config):
         return {}, {}, None
     from . import runtime  # runtime imports this module
     path = runtime.resolve_checkpoint(str(path))
-    saved = runtime.saved_training_args(runtime.read_checkpoint(path))
+    saved = runtime.saved_training_args(runtime.read_checkpoint(path, tensors=False))
     if saved is None:
         return {}, {}, path
     main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}

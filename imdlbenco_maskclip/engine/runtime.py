@@ -5,6 +5,7 @@ import pickle
 import random
 import re
 import types
+import zipfile
 
 import numpy as np
 import torch
@@ -114,14 +115,18 @@ def resolve_checkpoint(path, flag="--checkpoint_path"):
     return path
 
 
-def read_checkpoint(path, flag="--checkpoint_path"):
+def read_checkpoint(path, flag="--checkpoint_path", tensors=True):
     """A BenCo checkpoint dict (or a bare state dict), on the CPU.
 
-    Read whole, not memory-mapped: training replaces checkpoint-best.pth while a test of the
-    same folder may be reading it, and mapped tensors would follow the file.
+    Weights are read whole, not memory-mapped: training replaces checkpoint-best.pth while a
+    test of the same folder may be reading it, and mapped tensors would follow the file.
+    ``tensors=False`` is for reading only the saved flags: the tensors are then mapped and
+    never read (zip checkpoints; torch < 1.6 files are read whole).
     """
     compat.allow_args_in_checkpoints()  # BenCo's save_model stores the argparse flags
     try:
+        if not tensors and zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", mmap=True)
         return torch.load(path, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         # torch's weights_only message suggests weights_only=False; the part that says what
