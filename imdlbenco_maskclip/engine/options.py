@@ -316,6 +316,12 @@ def _follow_image_size(args, model_args, from_user, from_checkpoint):
                               f"--image_size out to test at it")
 
 
+def check_folder_flag(flag, path):
+    """A folder flag (created if missing) that names an existing file is an error."""
+    if path and os.path.isfile(path):
+        raise ConfigError(f"--{flag} {path} is a file; give a folder (it is created if missing)")
+
+
 def comma_list(text, flag, convert, expected):
     """``"3, 5,7"`` -> ``[convert("3"), ...]``; a bad entry names ``flag`` and what is ``expected``."""
     try:
@@ -347,8 +353,7 @@ def _check(command, args, model_args):
             if value is not None and (value < 0 or (flag in ("lr", "blr") and value == 0)):
                 raise ConfigError(f"--{flag} {value}: must be {'above' if flag in ('lr', 'blr') else 'at least'} 0")
     for flag in ("output_dir", "log_dir"):
-        if getattr(args, flag) and os.path.isfile(getattr(args, flag)):
-            raise ConfigError(f"--{flag} {getattr(args, flag)} is a file; give a folder (it is created if missing)")
+        check_folder_flag(flag, getattr(args, flag))
     if command == "test" and args.gallery_size < 0:
         raise ConfigError(f"--gallery_size must be 0 (no pictures) or more, got {args.gallery_size}")
     width = args.edge_mask_width

@@ -19,7 +19,6 @@ exits with 1 when any file was skipped.
 """
 import argparse
 import csv
-import os
 import sys
 import types
 from pathlib import Path
@@ -34,7 +33,7 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 
 from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
 from . import data, reporting, runtime
-from .options import ConfigError
+from .options import ConfigError, check_folder_flag
 
 GALLERY_SIZE = 16
 
@@ -189,8 +188,7 @@ def run(argv):
     if args.batch_size < 1 or args.num_workers < 0:
         raise ConfigError(f"--batch_size {args.batch_size} / --num_workers {args.num_workers}: "
                           f"at least 1 image per batch and 0 or more workers")
-    if os.path.isfile(args.output_dir):
-        raise ConfigError(f"--output_dir {args.output_dir} is a file; give a folder (it is created if missing)")
+    check_folder_flag("output_dir", args.output_dir)
     device = runtime.device_without_process_group(args)
     paths = find_images(args.inputs)
     names = output_names(paths)
