@@ -264,17 +264,17 @@ def parse(command, argv):
     if args.model != saved_main.get("model"):
         saved_model = {}  # another model's flags
     saved_model = {k: v for k, v in saved_model.items() if k in model_dests and k not in own}
-    # The note below shows only the model flags that differ from the model's own defaults.
-    unusual = {k for k, v in saved_model.items() if str(v) != str(model_parser.get_default(k))}
+    # The note below shows the main flags that are set, and the model flags that differ from
+    # the model's own defaults, unless --config or the command line replaced them.
+    shown = {**{k: v for k, v in saved_main.items() if v is not None and v is not False},
+             **{k: v for k, v in saved_model.items() if str(v) != str(model_parser.get_default(k))}}
     _apply(model_parser, saved_model, f"--checkpoint_path {checkpoint}")
     _apply(model_parser, {k: v for k, v in config.items() if k in model_dests and k not in own}, where)
     overridden = set(config) | _given_on_command_line(argv)
-    taken = [k for k in [*saved_main, *saved_model] if k not in overridden and (k in saved_main or k in unusual)
-             and saved_main.get(k, True) not in (False, None)]
+    taken = {k: v for k, v in shown.items() if k not in overridden}
     if taken and not args.help:
-        values = {**saved_main, **saved_model}
         _note(f"[{command}] from the checkpoint's training flags (--config and the command line win): "
-              + " ".join(f"--{k}" if isinstance(values[k], bool) else f"--{k} {values[k]}" for k in taken))
+              + " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in taken.items()))
 
     if args.help:
         parser.print_help()
@@ -304,7 +304,7 @@ def _follow_image_size(args, model_args, from_user, from_checkpoint):
             matches = int(value) == args.image_size  # untyped constructor arguments parse as str
         except (TypeError, ValueError):
             matches = False
-        if matches or not ({flag} & (from_user | from_checkpoint)):
+        if matches or (flag not in from_user and flag not in from_checkpoint):
             setattr(model_args, flag, args.image_size)
         elif flag in from_user:
             raise ConfigError(f"--{flag} {value} differs from --image_size {args.image_size}: the datasets give "
