@@ -17,12 +17,14 @@ SIZE = 64
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
-def save_checkpoint(path, padding=False, clip_pretrained="none"):
-    """A checkpoint as `benco-maskclip train` writes it: BenCo's save_model dict with the flags."""
+def save_checkpoint(path, padding=False, clip_pretrained="none", mask_bias=0.0):
+    """A checkpoint as `benco-maskclip train` writes it: BenCo's save_model dict with the flags.
+    ``mask_bias`` shifts every mask logit (negative: most pixels unmarked)."""
     torch.manual_seed(0)
     model = MaskCLIP(model_setting="tiny", image_size=SIZE, clip_pretrained="none", pixel_pretrained="none")
     for parameter in model.parameters():  # zero-initialised parts would make every mask flat
         parameter.data.add_(torch.randn_like(parameter) * 0.05)
+    model.mask_head.predict.bias.data.add_(mask_bias)
     model_args = {"model_setting": "tiny", "image_size": SIZE, "clip_pretrained": clip_pretrained,
                   "pixel_pretrained": "none"}
     args = argparse.Namespace(model="MaskCLIP", model_args=model_args, image_size=SIZE,
@@ -144,7 +146,7 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
 
 def test_exif_rotated_photos_are_predicted_upright_and_a_file_named_twice_once(tmp_path):
     checkpoint = tmp_path / "model.pth"
-    save_checkpoint(checkpoint)
+    save_checkpoint(checkpoint, mask_bias=-2.0)  # the overlay must show the photo in most places
     folder = tmp_path / "phone"
     folder.mkdir()
     stored = photo(60, 120, 7)  # 120 wide as stored; EXIF 6 says: turn 90 degrees clockwise to view
