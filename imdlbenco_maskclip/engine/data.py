@@ -37,19 +37,28 @@ def post_function(model_name):
 
 
 def train_transform(args):
-    """The paper's augmentations (blur, JPEG, random scale, flips, crop) in albumentations 1.3.0.
+    """The training augmentations ``--augment`` names, in albumentations 1.3.0; BenCo's resize or
+    pad runs after them.
 
-    BenCo's resize/pad runs after these. In pad mode a random crop to --image_size comes
-    first (the paper's random 512 crop), so BenCo's top-left crop never cuts the same
-    corner; padding added here counts as authentic content (``shape_mask`` is for testing).
+    ``paper``: the paper's list (blur, JPEG, random scale, flips, and in pad mode a random crop
+    to --image_size, the paper's random 512 crop, so BenCo's top-left crop never cuts the same
+    corner; padding added here counts as authentic content). ``authors``: the list of the
+    authors' train.py, which adds brightness/contrast and rotate-90 and has no crop.
+    ``benco``: BenCo's own list, with its copy-move and inpainting that add manipulated regions.
     """
-    steps = [
-        albu.RandomScale(scale_limit=0.2, p=1),
-        albu.HorizontalFlip(p=0.5),
-        albu.VerticalFlip(p=0.5),
-        albu.ImageCompression(quality_lower=70, quality_upper=100, p=0.2),
-        albu.GaussianBlur(blur_limit=(3, 7), p=0.2),
-    ]
+    if args.augment == "none":
+        return None
+    if args.augment == "benco":
+        from IMDLBenCo.transforms import get_albu_transforms
+
+        return get_albu_transforms("train")
+    scale_and_flips = [albu.RandomScale(scale_limit=0.2, p=1), albu.HorizontalFlip(p=0.5), albu.VerticalFlip(p=0.5)]
+    jpeg = albu.ImageCompression(quality_lower=70, quality_upper=100, p=0.2)
+    blur = albu.GaussianBlur(blur_limit=(3, 7), p=0.2)
+    if args.augment == "authors":
+        brightness_contrast = albu.RandomBrightnessContrast(brightness_limit=(-0.1, 0.1), contrast_limit=0.1, p=1)
+        return albu.Compose(scale_and_flips + [brightness_contrast, jpeg, albu.RandomRotate90(p=0.5), blur])
+    steps = scale_and_flips + [jpeg, blur]
     if args.if_padding:
         size = args.image_size
         steps += [albu.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, value=0, mask_value=0),

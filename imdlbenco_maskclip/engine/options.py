@@ -30,6 +30,7 @@ from IMDLBenCo.registry import DATASETS, MODELS
 COMMANDS = ("train", "test", "test-robust")
 METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
 BEST_METRICS = tuple(f"avg_{key}" for key in METRIC_KEYS)
+AUGMENTATIONS = ("paper", "authors", "benco", "none")
 DEFAULT_TEST_SPLITS = "sd15,sd2,sdxl,sd3,flux"
 
 
@@ -87,6 +88,10 @@ def _train(parser):
         help="training source: an OpenSDID source (split from --train_split or '<source>#<split>'), "
              "or a BenCo JSON (JsonDataset list, or BalancedDataset [[name, path], ...])")
     add("--train_split", default="sd15", help="split of --data_path to train on (default sd15)")
+    add("--augment", default="paper", choices=AUGMENTATIONS,
+        help="training augmentations: paper (blur, JPEG, scale, flips; random crop when padding), "
+             "authors (their train.py: also brightness/contrast and rotate-90), benco (BenCo's list, "
+             "with its copy-move and inpainting), none")
     add("--batch_size", default=1, type=int,
         help="batch size per process (effective: batch_size * accum_iter * processes)")
     add("--epochs", default=20, type=int)
