@@ -13,12 +13,14 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ...errors import UserError
+
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 # Loading a pixel checkpoint leaves these new: IML-ViT adds relative positions to MAE.
 NEW_PIXEL_KEYS = ("rel_pos_h", "rel_pos_w")
 
 
-class WeightSourceError(ValueError, RuntimeError):
+class WeightSourceError(UserError):
     """A weight source that cannot be used; the message names the flag and the fix."""
 
 
