@@ -252,8 +252,7 @@ def load_config(path):
 
 
 def _check_old_names(argv, config, where):
-    for name, source in [(a[2:].split("=", 1)[0], "") for a in argv if a.startswith("--")] + \
-            [(key, f" ({where})") for key in config]:
+    for name, source in [(name, "") for name in _given_on_command_line(argv)] + [(k, f" ({where})") for k in config]:
         if name in RENAMED:
             raise UserError(f"--{name} is now {RENAMED[name]}{source}")
         if name in REMOVED:
@@ -302,10 +301,10 @@ def _checkpoint_values(command, argv, config):
                         hint="give a .pth file or a training --output_dir")
     path = checkpoints.resolve(path)
     saved = checkpoints.saved_flags_of(path)
-    if saved is None or not hasattr(saved, "model_args"):
-        if command == "predict":
-            raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so "
-                            f"the model to build is unknown", hint="predict with a checkpoint that command wrote")
+    if command == "predict" and not hasattr(saved, "model_args"):
+        raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
+                        f"model to build is unknown", hint="predict with a checkpoint that command wrote")
+    if saved is None:
         return path, {}, {}
     main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}
     switches = ("if_padding", "if_resizing")

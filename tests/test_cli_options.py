@@ -391,3 +391,12 @@ def test_benco_launch_flags_are_accepted_and_torchruns_values_decide(capsys):
     assert args.world_size == 1 and not args.distributed
     out = capsys.readouterr().out
     assert "--world_size 4" in out and "--dist_on_itp" in out
+
+
+def test_a_checkpoint_of_bencos_own_scripts_gives_test_its_model_but_predict_refuses_it(tmp_path):
+    stock = benco_checkpoint(tmp_path / "stock.pth", model="IML_ViT", image_size=256, if_resizing=True,
+                             if_padding=False, edge_mask_width=7)  # BenCo's args: no model_args
+    args, model_args = parse("test", ["--checkpoint_path", stock])
+    assert (args.model, args.image_size, args.edge_mask_width, model_args.input_size) == ("IML_ViT", 256, 7, 256)
+    with pytest.raises(UserError, match=f"^--checkpoint_path {stock}"):
+        parse("predict", ["--checkpoint_path", stock, "x.png"])

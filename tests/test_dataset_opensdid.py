@@ -371,9 +371,9 @@ def zero_one_mask(rows):
 
 
 @pytest.mark.parametrize("mutate,key,fix", [
-    (undecodable, "partial/sd15/fake/0001.jpg", "does not decode.*re-encode"),
-    (wrong_mask_size, "partial/sd15/fake/0004.jpg", "mask is 10x10 but the image is 52x36.*resize the mask"),
-    (zero_one_mask, "partial/sd15/fake/0001.jpg", "marks nothing.*multiply it by 255"),
+    (undecodable, "partial/sd15/fake/0001.jpg", "does not decode"),
+    (wrong_mask_size, "partial/sd15/fake/0004.jpg", "10x10.*52x36"),
+    (zero_one_mask, "partial/sd15/fake/0001.jpg", "marks nothing"),
 ], ids=["undecodable", "mask-size", "0/1-mask"])
 def test_bad_rows_found_when_read(tmp_path, mutate, key, fix):
     ds = build(tmp_path, mutate)
@@ -412,8 +412,7 @@ def test_validate_headers_only_finds_size_mismatch_and_drops_it(tmp_path):
 def test_partial_fake_without_mask(tmp_path):
     def drop_mask(rows):
         rows[1]["mask"] = None
-    with pytest.raises(BadSampleError, match=r"partial/sd15/fake/0001.jpg.*needs its mask.*add the mask"
-                                             r".*without 'partial'"):
+    with pytest.raises(BadSampleError, match=r"partial/sd15/fake/0001.jpg.*mask"):
         build(tmp_path, drop_mask)
     with pytest.warns(OpenSDIDWarning, match="1 bad row"):
         ds = build(tmp_path, drop_mask, on_bad_sample="skip")
@@ -425,7 +424,7 @@ def test_partial_fake_without_mask(tmp_path):
 def test_metadata_errors(tmp_path):
     def contradicting(rows):
         rows[0]["label"] = 1
-    with pytest.raises(BadSampleError, match=r"real/sd15/real/0000.jpg.*says 'real' but the label is 1"):
+    with pytest.raises(BadSampleError, match=r"real/sd15/real/0000.jpg.*'real'.*label"):
         build(tmp_path, contradicting)
 
     def odd_label_and_no_key(rows):
@@ -461,8 +460,7 @@ def test_missing_column_named_with_columns_found(tmp_path):
     path = tmp_path / "hub" / "data" / "sd15-00000-of-00001.parquet"
     path.parent.mkdir(parents=True)
     hf_dataset([{k: r[k] for k in ("key", "image", "label")} for r in rows], feats).to_parquet(str(path))
-    with pytest.raises(ValueError, match=r"lacks the OpenSDID column\(s\) \['mask'\]; found \['key', 'image', "
-                                         r"'label'\]"):
+    with pytest.raises(ValueError, match=r"\['mask'\].*\['key', 'image', 'label'\]"):
         OpenSDID(str(tmp_path / "hub"), is_resizing=True)
 
 
