@@ -9,7 +9,6 @@ same collective calls, only on the device the process group can use.
 Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in place of
 ``misc.init_distributed_mode``.
 """
-import argparse
 import datetime
 import os
 
@@ -17,6 +16,8 @@ import torch
 import torch.distributed as dist
 
 import IMDLBenCo.training_scripts.utils.misc as misc
+
+from .engine import checkpoints
 
 PATCHES = {
     "SmoothedValue.synchronize_between_processes":
@@ -104,13 +105,8 @@ def apply_patches() -> None:
             cuda_synchronize(device)
 
     torch.cuda.synchronize = synchronize_if_cuda
-    allow_args_in_checkpoints()
+    checkpoints.allow_saved_flags()
     _applied = True
-
-
-def allow_args_in_checkpoints() -> None:
-    """Let ``torch.load`` (weights_only) read the ``args`` that ``misc.save_model`` stores."""
-    torch.serialization.add_safe_globals([argparse.Namespace])
 
 
 def resolve_device(args) -> torch.device:

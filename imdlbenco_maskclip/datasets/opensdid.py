@@ -59,6 +59,8 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
+from ..errors import UserError
+
 OPENSDID_SPLITS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 OPENSDID_COLUMNS = ("key", "image", "mask", "label")
 SAMPLE_SOURCES = ("sample:train", "sample:test")
@@ -68,20 +70,18 @@ _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}\.parquet$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class BadSampleError(ValueError):
-    """One row of an OpenSDID source that cannot be used; ``key`` names it."""
+class BadSampleError(UserError):
+    """One row of an OpenSDID source that cannot be used; ``key`` names it.
+
+    A DataLoader worker's error reaches the main process rebuilt from its traceback text,
+    as ``BadSampleError(text)``: ``key`` and ``reason`` are then None.
+    """
+
+    hint = "--on_bad_sample skip leaves such samples out, counted and listed"
 
     def __init__(self, key, reason=None):
-        if reason is None:
-            # Rebuilt by torch's DataLoader from a worker's traceback text: keep its last line,
-            # the original message, so the error still reads as one line.
-            message = str(key).strip().splitlines()[-1].split("BadSampleError: ", 1)[-1]
-            super().__init__(message)
-            self.key, self.reason = None, message
-            return
-        super().__init__(f"OpenSDID sample {key!r}: {reason}")
-        self.key = key
-        self.reason = reason
+        super().__init__(key if reason is None else f"OpenSDID sample {key!r}: {reason}")
+        self.key, self.reason = (None, None) if reason is None else (key, reason)
 
 
 class OpenSDIDWarning(UserWarning):
@@ -183,6 +183,8 @@ def _has_image_data(column):
         for field in ("bytes", "path"):
             if column.type.get_field_index(field) >= 0:
                 child = pc.struct_field(column, field)
+                if pa.types.is_null(child.type):  # all None: written by pyarrow or pandas, not HF datasets
+                    continue
                 parts.append(pc.fill_null(pc.greater(pc.binary_length(child), 0), False))
         if parts:
             anything = parts[0] if len(parts) == 1 else pc.or_(parts[0], parts[1])

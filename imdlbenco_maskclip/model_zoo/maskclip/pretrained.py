@@ -16,6 +16,8 @@ from typing import Dict, Iterable, List, Tuple
 import torch
 import torch.nn as nn
 
+from ...errors import UserError
+
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -65,7 +67,7 @@ FILE_LAYOUTS = {
 OPENAI_ARCHIVE_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 
 
-class WeightSourceError(ValueError):
+class WeightSourceError(UserError):
     """A weight source that cannot be used; the message names the flag and the fix."""
 
 
