@@ -306,7 +306,7 @@ def _checkpoint_values(command, argv, config):
                         hint="give a .pth file or a training --output_dir")
     path = checkpoints.resolve(path)
     saved = checkpoints.saved_flags_of(path)
-    if command == "predict" and not hasattr(saved, "model_args"):
+    if command == "predict" and getattr(saved, "model", None) is None:
         raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
                         f"model to build is unknown", hint="predict with a checkpoint that command wrote")
     if saved is None:

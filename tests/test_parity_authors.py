@@ -251,3 +251,98 @@ def test_mae_release_loads_as_their_side_network_loads_it(models, tmp_path):
     torch.save({"model": dict(mae, **{"decoder_embed.weight": torch.zeros(2)})}, path)
     with pytest.raises(WeightSourceError, match="--pixel_pretrained.*decoder_embed.weight"):
         MaskCLIP(model_setting=setting, image_size=SIZE, clip_pretrained="none", pixel_pretrained=str(path))
+
+
+@pytest.fixture(scope="module")
+def authors_checkpoint_at_64(tmp_path_factory):
+    """(their model, path): their model with a small CLIP at 64 px, saved as their train.py saves
+    it, with the flags their argparser gives to `benco-maskclip`'s reading."""
+    import argparse
+
+    theirs = build_authors_maskclip(clip_arch=SMALL_CLIP, resolution=64, selected_layers=[0, 1, 2, 3, 3, 3, 3])
+    randomise(theirs, seed=7)
+    path = tmp_path_factory.mktemp("authors64") / "MaskCLIP_sd15.pth"
+    args = argparse.Namespace(exp_name="MaskCLIP_sd15", model="MaskCLIP", if_predict_label=True, image_size=64,
+                              if_padding=False, if_resizing=True, edge_mask_width=7, data_path="nebula/OpenSDI_train",
+                              train_split_name="sd15", test_split_name="sd15", batch_size=16, epochs=50, lr=1e-4,
+                              weight_decay=0.05, device="cuda", seed=42, world_size=1)
+    torch.save({"model": theirs.state_dict(), "optimizer": {}, "epoch": 4, "scaler": {}, "args": args}, path)
+    return theirs.eval(), path
+
+
+def four_image_test_set(folder):
+    """A BenCo test JSON {"four": list} over two real and two partly edited 80 x 80 images."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(9)
+    entries = []
+    for index in range(4):
+        image = folder / f"tp_{index}.png"
+        Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(image)
+        if index < 2:
+            entries.append([str(image), "Negative"])
+            continue
+        mask = np.zeros((80, 80), np.uint8)
+        mask[10:40, 20:70] = 255
+        Image.fromarray(mask).save(folder / f"gt_{index}.png")
+        entries.append([str(image), str(folder / f"gt_{index}.png")])
+    (folder / "four.json").write_text(json.dumps(entries))
+    (folder / "test_sets.json").write_text(json.dumps({"four": str(folder / "four.json")}))
+    return folder / "test_sets.json"
+
+
+def run_cli(*argv):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "imdlbenco_maskclip", *argv], cwd=repo, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"{argv}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def test_their_checkpoint_goes_through_test_test_robust_and_predict(authors_checkpoint_at_64, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    theirs, path = authors_checkpoint_at_64
+    common = ["--checkpoint_path", str(path), "--clip_layers", TAPS, "--device", "cpu", "--num_workers", "0"]
+    evaluation = ["--test_data_path", str(four_image_test_set(tmp_path)), "--test_batch_size", "4"]
+
+    log = run_cli("test", *common, *evaluation, "--output_dir", str(tmp_path / "test"))
+    assert "authors' train.py" in log
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["four"]
+    assert metrics["n_images"] == 4 and metrics["image_auc"] is not None  # P(fake) is a score
+
+    run_cli("test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
+            "--output_dir", str(tmp_path / "robust"))
+    rows = json.loads((tmp_path / "robust" / "robustness.json").read_text())["rows"]
+    assert {row["perturbation"] for row in rows} >= {"gaussian_blur", "jpeg"}
+
+    # predict on a 64 x 64 photo (no resize): its mask is their model's on the same pixels
+    pixels = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    run_cli("predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png"))
+    mask = np.asarray(Image.open(tmp_path / "predict" / "masks" / "photo.png")).astype(float)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255
+    image = (image - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out, _ = authors_forward(theirs, image=image, mask=torch.zeros(1, 1, 64, 64), label=torch.zeros(1).long(),
+                                 edge_mask=torch.zeros(1, 1, 64, 64))
+    assert np.abs(mask - out["pred_mask"][0, 0].numpy() * 255).max() <= 1.0
+    assert mask.std() > 1.0  # not a flat mask that any model would match
+
+
+def test_their_checkpoint_without_the_taps_it_needs_is_one_clear_line(authors_checkpoint_at_64, tmp_path, capsys):
+    from imdlbenco_maskclip.cli import main
+
+    _, path = authors_checkpoint_at_64
+    assert main(["test", "--checkpoint_path", str(path), "--device", "cpu", "--num_workers", "0",
+                 "--test_data_path", str(four_image_test_set(tmp_path)), "--output_dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "--checkpoint_path" in error and "--clip_layers" in error and "Traceback" not in error

@@ -3,7 +3,8 @@
 Formats read: BenCo's ``misc.save_model`` dict (``model``, ``optimizer``, ``epoch``,
 ``scaler``, ``args``), which ``train`` writes, and a bare state dict. ``args`` holds the
 training flags; ``args.model_args`` the model's own, so a checkpoint says how to rebuild
-its model. Writing is BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy
+its model. A MaskCLIP checkpoint of the authors' ``train.py`` (the same dict around their
+state dict, no ``model_args``) is rebuilt from its tensor shapes by ``MaskCLIP.from_state_dict``. Writing is BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy
 replaced by rename.
 
 ``test``, ``test-robust`` and ``predict`` build their model with :func:`model_from_checkpoint`;
@@ -24,6 +25,7 @@ import torch
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from ..errors import UserError
+from ..model_zoo.maskclip import MaskCLIP, is_authors_state_dict
 from .models import build_model, without_weight_sources
 
 BEST_NAME = "checkpoint-best.pth"
@@ -135,12 +137,36 @@ def model_from_checkpoint(path, args, model_args):
     """The model of ``args.model`` with ``model_args``, every weight from the checkpoint file
     ``path`` (weight sources switched off, so nothing is downloaded) -> (model on the CPU,
     the checkpoint's epoch or None). The one loader of ``test``, ``test-robust`` and ``predict``."""
-    flags, note = without_weight_sources(args.model, model_args)
-    print(f"[checkpoint] {args.model}: {note}")
-    model = build_model(args, flags)
-    epoch = load_weights(model, read(path), path, args)
+    checkpoint = read(path)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if args.model == "MaskCLIP" and is_authors_state_dict(state):
+        model = _authors_maskclip(path, checkpoint, model_args)
+        epoch = checkpoint.get("epoch")
+    else:
+        flags, note = without_weight_sources(args.model, model_args)
+        print(f"[checkpoint] {args.model}: {note}")
+        model = build_model(args, flags)
+        epoch = load_weights(model, checkpoint, path, args)
     print(f"[checkpoint] loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
     return model, epoch
+
+
+# What an authors' checkpoint says itself: its tensors give the CLIP and the image size, and it
+# holds every weight.
+AUTHORS_FILE_FLAGS = ("model_setting", "image_size", "clip_pretrained", "pixel_pretrained")
+
+
+def _authors_maskclip(path, checkpoint, model_args):
+    flags = {k: v for k, v in vars(model_args).items() if k not in AUTHORS_FILE_FLAGS}
+    print("[checkpoint] MaskCLIP: a checkpoint of the authors' train.py; CLIP and image size from its "
+          "tensors, all weights from it, nothing downloaded"
+          + (f", CLIP layers --clip_layers {flags['clip_layers']}" if flags.get("clip_layers") else ""))
+    try:
+        return MaskCLIP.from_state_dict(checkpoint, **flags)
+    except (ValueError, UserError) as exc:
+        raise UserError(f"--checkpoint_path {path}: {exc}",
+                        hint="the tapped CLIP layers cannot be read from the tensors: pass the --clip_layers "
+                             "it was trained with (their ViTL setting taps 2,4,8,12,16,20,23)") from None
 
 
 def resolve_resume(args):
