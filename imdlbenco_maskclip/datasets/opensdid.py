@@ -29,9 +29,14 @@ decoding anything): a row is a *partial* fake when ``label == 1`` and its key
 contains ``partial``; its mask is required and is used as given (RGB uint8,
 BenCo binarises mean > 127.5). Any other fake is fully generated: its mask is
 all 255. A real has an all-zero mask. Masks stored on reals or on fully
-generated fakes are not used (the authors' loader does the same); how many
-were ignored is warned once at construction. The ``pixel`` subset is exactly
-the partial fakes.
+generated fakes are not used; how many were ignored is warned once at
+construction. The ``pixel`` subset is exactly the partial fakes.
+
+The authors' loader (their ``hf_datasets.py``) differs: it uses a stored mask on
+any fake, partial or not (all 255 only where none is stored), and its pixel
+subset keeps the rows whose key holds both ``partial`` and ``fake``, whatever the
+label. On the hub data, where only partial fakes carry masks and their keys hold
+``fake``, both readings give the same masks and subsets.
 
 Bad data. Checks that need no decoding (label not 0/1, key segment ``real`` or
 ``fake`` contradicting the label, a partial fake with no mask, a row with no
