@@ -3,8 +3,8 @@
 Formats read: BenCo's ``misc.save_model`` dict (``model``, ``optimizer``, ``epoch``,
 ``scaler``, ``args``), which ``train`` writes, and a bare state dict. ``args`` holds the
 training flags; ``args.model_args`` the model's own, so a checkpoint says how to rebuild
-its model. Writing is BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy
-replaced by rename.
+its model. :func:`save` writes with BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a
+copy replaced by rename.
 
 ``test``, ``test-robust`` and ``predict`` build their model with :func:`model_from_checkpoint`;
 their flag parsing reads the saved flags with :func:`saved_flags_of`, which maps the tensors
@@ -141,6 +141,13 @@ def model_from_checkpoint(path, args, model_args):
     epoch = load_weights(model, read(path), path, args)
     print(f"[checkpoint] loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
     return model, epoch
+
+
+def save(args, epoch, model, model_without_ddp, optimizer, loss_scaler):
+    """BenCo's ``misc.save_model`` (the main process writes) -> the path of checkpoint-<epoch>.pth."""
+    misc.save_model(args=args, model=model, model_without_ddp=model_without_ddp, optimizer=optimizer,
+                    loss_scaler=loss_scaler, epoch=epoch)
+    return os.path.join(args.output_dir, f"checkpoint-{epoch}.pth")
 
 
 def resolve_resume(args):
