@@ -3,6 +3,7 @@ import argparse
 import json
 
 import pytest
+import torch
 from IMDLBenCo.datasets import BalancedDataset
 from IMDLBenCo.registry import DATASETS
 
@@ -11,7 +12,6 @@ from imdlbenco_maskclip.datasets import OpenSDID
 from imdlbenco_maskclip.engine import data
 from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.flags import parse
-import torch
 
 
 def write_yaml(tmp_path, text):
@@ -249,7 +249,6 @@ def test_test_commands_take_the_model_and_its_flags_from_the_checkpoint_and_the_
     args, model_args = parse("test", ["--checkpoint_path", checkpoint, "--model", "IML_ViT", "--edge_mask_width", "7"])
     assert args.model == "IML_ViT" and not hasattr(model_args, "model_setting")
     # A bare state dict says nothing: the usual defaults.
-    import torch
     torch.save({}, tmp_path / "bare.pth")
     args, model_args = parse("test", ["--checkpoint_path", str(tmp_path / "bare.pth")])
     assert (args.image_size, model_args.model_setting) == (512, "vitl14_mae")
@@ -267,7 +266,6 @@ def test_a_file_that_is_no_checkpoint_is_named_without_torchs_weights_only_advic
         assert "weights_only" not in str(info.value) and "Unsupported global" not in str(info.value)
     # Objects torch's weights_only loader refuses are named as such, not as a broken file.
     import numpy as np
-    import torch
     with_numpy = tmp_path / "numpy.pth"
     torch.save({"model": {}, "best": np.float64(0.5)}, with_numpy)
     with pytest.raises(UserError, match=r"^--checkpoint_path .*Unsupported global.*numpy"):

@@ -3,7 +3,6 @@ test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP, p
 IML_ViT through the same pipeline."""
 import json
 import math
-import os
 import subprocess
 import sys
 import time

@@ -4,8 +4,9 @@ Formats read: BenCo's ``misc.save_model`` dict (``model``, ``optimizer``, ``epoc
 ``scaler``, ``args``), which ``train`` writes, and a bare state dict. ``args`` holds the
 training flags; ``args.model_args`` the model's own, so a checkpoint says how to rebuild
 its model. A MaskCLIP checkpoint of the authors' ``train.py`` (the same dict around their
-state dict, no ``model_args``) is rebuilt from its tensor shapes by ``MaskCLIP.from_state_dict``. Writing is BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy
-replaced by rename.
+state dict, no ``model_args``) is rebuilt from its tensor shapes by ``MaskCLIP.from_state_dict``.
+:func:`save` writes with BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy replaced
+by rename.
 
 ``test``, ``test-robust`` and ``predict`` build their model with :func:`model_from_checkpoint`;
 their flag parsing reads the saved flags with :func:`saved_flags_of`, which maps the tensors
@@ -164,9 +165,17 @@ def _authors_maskclip(path, checkpoint, model_args):
     try:
         return MaskCLIP.from_state_dict(checkpoint, **flags)
     except (ValueError, UserError) as exc:
-        raise UserError(f"--checkpoint_path {path}: {exc}",
-                        hint="the tapped CLIP layers cannot be read from the tensors: pass the --clip_layers "
-                             "it was trained with (their ViTL setting taps 2,4,8,12,16,20,23)") from None
+        hint = ("the tapped CLIP layers cannot be read from the tensors: pass the --clip_layers it was trained "
+                "with (their ViTL setting taps 2,4,8,12,16,20,23)" if "--clip_layers" in str(exc) else
+                "give the file their train.py wrote, as it wrote it")
+        raise UserError(f"--checkpoint_path {path}: {exc}", hint=hint) from None
+
+
+def save(args, epoch, model, model_without_ddp, optimizer, loss_scaler):
+    """BenCo's ``misc.save_model`` (the main process writes) -> the path of checkpoint-<epoch>.pth."""
+    misc.save_model(args=args, model=model, model_without_ddp=model_without_ddp, optimizer=optimizer,
+                    loss_scaler=loss_scaler, epoch=epoch)
+    return os.path.join(args.output_dir, f"checkpoint-{epoch}.pth")
 
 
 def resolve_resume(args):

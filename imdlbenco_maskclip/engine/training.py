@@ -1,7 +1,7 @@
 """``train``: BenCo's ``train_one_epoch`` and ``test_one_epoch`` with the paper's protocol.
 
 Per epoch: train; test when due (after every ``--test_period``-th epoch and the last);
-save ``checkpoint-<epoch>.pth`` with BenCo's ``misc.save_model``; copy it to
+save ``checkpoint-<epoch>.pth`` (BenCo's ``misc.save_model``); copy it to
 ``checkpoint-best.pth`` when ``--best_metric`` improved (recorded in ``best.json``);
 delete older ``checkpoint-<n>.pth`` files, so the folder holds the latest epoch (what
 ``--resume`` needs) and the best one; append one JSON line to ``log.txt``. A run killed
@@ -86,10 +86,9 @@ def test_epoch(parts, test_loaders, evaluators, device, epoch, args, log_writer)
     return results, avg, reporting.flat_stats(results, avg)
 
 
-def keep_checkpoints(args, epoch, avg, best):
-    """Main process, after an epoch's save: update checkpoint-best.pth from a test's ``avg``
-    (None: untested epoch) and delete older numbered checkpoints."""
-    checkpoint = os.path.join(args.output_dir, f"checkpoint-{epoch}.pth")
+def keep_checkpoints(args, epoch, checkpoint, avg, best):
+    """Main process, after an epoch's ``checkpoint`` is saved: update checkpoint-best.pth from a
+    test's ``avg`` (None: untested epoch) and delete older numbered checkpoints."""
     if avg is not None:
         outcome = best.update(avg, epoch, checkpoint)
         if outcome == "undefined":
@@ -142,10 +141,9 @@ def run(args, model_args):
         if tested:
             results, avg, test_stats = test_epoch(parts, test_loaders, evaluators, device, epoch, args, log_writer)
             log_stats.update(test_stats)
-        misc.save_model(args=args, model=parts.model, model_without_ddp=parts.bare, optimizer=parts.optimizer,
-                        loss_scaler=parts.scaler, epoch=epoch)
+        checkpoint = checkpoints.save(args, epoch, parts.model, parts.bare, parts.optimizer, parts.scaler)
         if main:
-            keep_checkpoints(args, epoch, avg if tested else None, best)
+            keep_checkpoints(args, epoch, checkpoint, avg if tested else None, best)
             reporting.append_json_line(os.path.join(args.output_dir, "log.txt"), {**log_stats, "epoch": epoch})
             if log_writer is not None:
                 log_writer.flush()
