@@ -137,7 +137,7 @@ def model_from_checkpoint(path, args, model_args):
     the checkpoint's epoch or None). The one loader of ``test``, ``test-robust`` and ``predict``."""
     flags, note = without_weight_sources(args.model, model_args)
     print(f"[checkpoint] {args.model}: {note}")
-    model = build_model(args, flags)
+    model = build_model(args, flags, checkpoint=path)
     epoch = load_weights(model, read(path), path, args)
     print(f"[checkpoint] loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
     return model, epoch
