@@ -56,6 +56,8 @@ def write_mask_gallery(path, dataset, indices, model, device, title):
     images = denormalize(batch["image"].cpu()).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     truths = batch["mask"][:, 0].cpu().numpy() > 0.5
     fake_probabilities = output.get("pred_label")
+    if fake_probabilities is not None:  # TruFor squeezes it: a 0-d tensor for one image
+        fake_probabilities = fake_probabilities.reshape(-1)
 
     fig, axes = plt.subplots(len(samples), 3, figsize=(7.8, 2.7 * len(samples)), squeeze=False)
     for row, (sample, image, prob, truth) in enumerate(zip(samples, images, probs, truths)):
