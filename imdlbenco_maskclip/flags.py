@@ -316,6 +316,9 @@ def model_parser_for(model_cls, command):
     for flag in models.EXTRA_FLAGS.get(name, ()):
         parser.add_argument(f"--{flag}", default=None)
     for action in parser._actions:
+        if action.dest in models.FLAG_DEFAULTS.get(name, {}):
+            packaged = os.path.basename(models.FLAG_DEFAULTS[name][action.dest])
+            action.help = f"config file (default: BenCo's packaged {packaged})"
         if action.dest in models.WEIGHT_FILES.get(name, {}):
             action.help = models.WEIGHT_FILES[name][action.dest][0] + (
                 "" if name in models.NO_RANDOM_START else f"; {models.RANDOM}: random weights")

@@ -71,7 +71,8 @@ def step(model, batch):
     return output
 
 
-@pytest.mark.skipif(not has_jpegio(), reason='CAT-Net reads DCT coefficients with jpegio: pip install -e ".[baselines]"')
+@pytest.mark.skipif(not has_jpegio(),
+                    reason='CAT-Net reads DCT coefficients with jpegio: pip install -e ".[baselines]"')
 def test_cat_net_trains_a_step_on_cpu_from_its_weight_files(tmp_path):
     compat.apply_patches()  # what every command does first: CAT-Net's .cuda() calls (compat.PATCHES)
     rgb, dct = torch.randn(64, 3, 3, 3), torch.randn(64, 21, 3, 3)
@@ -95,7 +96,8 @@ def test_trufor_phase_2_then_phase_3_on_cpu_from_its_weight_files(tmp_path):
     compat.apply_patches()  # what every command does first: BenCo checkpoints' saved flags load
     update_config(config, None, models.FLAG_DEFAULTS["Trufor"]["config_path"])
     reference = confcmx(cfg=config)  # BenCo's network: the files in the formats its constructor reads
-    noiseprint = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in reference.dncnn.state_dict().items()}
+    noiseprint = {k: torch.randn_like(v) if v.is_floating_point() else v
+                  for k, v in reference.dncnn.state_dict().items()}
     patch_embed = torch.randn_like(reference.backbone.patch_embed1.proj.weight)
     torch.save(noiseprint, tmp_path / "noiseprint.pth")
     torch.save({"patch_embed1.proj.weight": patch_embed}, tmp_path / "mit_b2.pth")  # read with strict=False
