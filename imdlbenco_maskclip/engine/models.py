@@ -72,8 +72,9 @@ WEIGHT_SOURCES = {
     "Cat_Net": {"pretrained_rgb": RANDOM, "pretrained_dct": RANDOM},
     "Trufor": {"np_pretrain_weights": RANDOM, "mit_b2_pretrain_weights": RANDOM, "det_resume_ckpt": RANDOM},
 }
-# Extra packages a model needs: import name -> why.
-REQUIREMENTS = {"Cat_Net": {"jpegio": "its post function reads the JPEG DCT coefficients with it"}}
+# Extra packages a model needs (the [baselines] extra): import name -> (why, how it installs).
+REQUIREMENTS = {"Cat_Net": {"jpegio": ("its post function reads the JPEG DCT coefficients with it",
+                                       "it builds from source, about a minute; Linux only")}}
 
 
 def model_class(name):
@@ -85,13 +86,12 @@ def model_class(name):
 
 def check_requirements(model_name):
     """A package ``model_name`` needs (``REQUIREMENTS``) that cannot be imported is a UserError."""
-    for package, why in REQUIREMENTS.get(model_name, {}).items():
+    for package, (why, install) in REQUIREMENTS.get(model_name, {}).items():
         try:
             __import__(package)
         except ImportError:
             raise UserError(f"--model {model_name} needs the {package} package: {why}",
-                            hint='pip install -e ".[baselines]" (jpegio builds from source, about a minute; '
-                                 'Linux only)') from None
+                            hint=f'pip install -e ".[baselines]" ({install})') from None
 
 
 def _needed(model_name, flags):
@@ -147,7 +147,12 @@ def _cat_net_config(args, flags):
         # CAT-Net skips a path that is no file; "" says so plainly in the copy.
         config["MODEL"][key] = "" if value is None or _random(value) else os.path.abspath(value)
     copy = os.path.join(args.output_dir, "cat_net_config.yaml")
-    _write_atomically(copy, lambda p: open(p, "w").write(yaml.safe_dump(config, sort_keys=False)))
+
+    def write(path):
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+
+    _write_atomically(copy, write)
     return copy
 
 
