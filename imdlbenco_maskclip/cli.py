@@ -4,6 +4,7 @@
     benco-maskclip test        --checkpoint_path CKPT [...]
     benco-maskclip test-robust --checkpoint_path CKPT [--blur_kernels ...] [--jpeg_qualities ...]
     benco-maskclip predict     --checkpoint_path CKPT IMAGE_OR_FOLDER [...]   (your own images)
+    benco-maskclip report      RUN_DIR... --output_dir DIR [--published]      (runs side by side)
     benco-maskclip sample | export | preview ...   (OpenSDID tools)
 
 Each command's ``--help`` lists its flags (and those of ``--model``). Under torchrun use
@@ -22,6 +23,7 @@ COMMANDS = {
     "test": (".engine.evaluation", "run"),
     "test-robust": (".engine.robustness", "run"),
     "predict": (".engine.prediction", "run"),
+    "report": (".engine.comparison", "run"),
     "sample": (".datasets.commands", "sample"),
     "export": (".datasets.commands", "export"),
     "preview": (".datasets.commands", "preview"),

@@ -9,13 +9,17 @@ same collective calls, only on the device the process group can use.
 Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in place of
 ``misc.init_distributed_mode``.
 """
+import contextlib
 import datetime
+import functools
 import os
 
 import torch
 import torch.distributed as dist
 
 import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.model_zoo.cat_net.cat_net import Cat_Net
+from IMDLBenCo.model_zoo.trufor.trufor import Trufor
 
 from .engine import checkpoints
 
@@ -32,6 +36,16 @@ PATCHES = {
         "misc.save_model stores args (an argparse.Namespace), which torch>=2.6's "
         "weights_only loading refuses, so misc.load_model cannot resume; Namespace is "
         "allowed as a safe global",
+    "Cat_Net: .cuda() in __init__ and forward":
+        "its constructor puts the loss weights on CUDA and its forward builds the DCT volume "
+        "with .cuda(), so CAT-Net cannot be built without a CUDA driver, and a model on the CPU "
+        "(or another GPU) gets tensors on cuda:0; inside these two calls .cuda() now means the "
+        "CPU in the constructor (the model is moved afterwards, loss weights with it) and the "
+        "image's device in forward, which is the same GPU on BenCo's production path",
+    "Trufor.detection_loss":
+        "phase 3's loss compares pred_label [B] (squeezed) with label.unsqueeze(1) [B, 1]: "
+        "torch >= 2 refuses the sizes, so phase 3 fails on its first batch (older torch "
+        "broadcast them to [B, B], a wrong loss); the label now takes pred_label's shape",
     "init_distributed_mode":
         "BenCo's hard-codes torch.cuda.set_device and NCCL; in a single process it sets "
         "up no process group, while ImageF1/ImageAUC/ImageAccuracy call dist.all_gather "
@@ -82,6 +96,39 @@ def _all_reduce_mean(x):
     return _all_reduce(x, mean=True)
 
 
+@contextlib.contextmanager
+def _cuda_means(device):
+    """Inside: ``Tensor.cuda()`` and ``Module.cuda()`` move to ``device`` instead."""
+    tensor_cuda, module_cuda = torch.Tensor.cuda, torch.nn.Module.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self.to(device)
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self.to(device)
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda, torch.nn.Module.cuda = tensor_cuda, module_cuda
+
+
+def _patch_cat_net():
+    init, forward = Cat_Net.__init__, Cat_Net.forward
+    ORIGINALS.update(cat_net_init=init, cat_net_forward=forward)
+
+    @functools.wraps(init)
+    def cat_net_init(self, *args, **kwargs):
+        with _cuda_means(torch.device("cpu")):
+            init(self, *args, **kwargs)
+
+    @functools.wraps(forward)
+    def cat_net_forward(self, image, *args, **kwargs):
+        with _cuda_means(image.device):
+            return forward(self, image, *args, **kwargs)
+
+    Cat_Net.__init__, Cat_Net.forward = cat_net_init, cat_net_forward
+
+
+def _trufor_detection_loss(self, pred_label, label):
+    return torch.nn.functional.binary_cross_entropy(pred_label, label.reshape(pred_label.shape))
+
+
 def apply_patches() -> None:
     """Install the fixes listed in ``PATCHES``. Idempotent."""
     global _applied
@@ -105,6 +152,9 @@ def apply_patches() -> None:
             cuda_synchronize(device)
 
     torch.cuda.synchronize = synchronize_if_cuda
+    _patch_cat_net()
+    ORIGINALS["trufor_detection_loss"] = Trufor.detection_loss
+    Trufor.detection_loss = _trufor_detection_loss
     checkpoints.allow_saved_flags()
     _applied = True
 

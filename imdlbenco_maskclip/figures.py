@@ -3,6 +3,7 @@
 * ``write_mask_gallery``: ``test``'s ``masks/<set>.png``, a few partial fakes per test set,
   image beside truth and prediction, so that a look shows what the metrics mean.
 * ``plot_robustness``: ``test-robust``'s curves (paper Fig. 5/9 style).
+* ``plot_robustness_comparison``: ``report``'s curves of several models (paper Fig. 5 form).
 * ``write_prediction_gallery``: ``predict``'s ``gallery.png``.
 * ``write_preview``: the ``preview`` command's grid of dataset samples.
 """
@@ -55,6 +56,8 @@ def write_mask_gallery(path, dataset, indices, model, device, title):
     images = denormalize(batch["image"].cpu()).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     truths = batch["mask"][:, 0].cpu().numpy() > 0.5
     fake_probabilities = output.get("pred_label")
+    if fake_probabilities is not None:  # TruFor squeezes it: a 0-d tensor for one image
+        fake_probabilities = fake_probabilities.reshape(-1)
 
     fig, axes = plt.subplots(len(samples), 3, figsize=(7.8, 2.7 * len(samples)), squeeze=False)
     for row, (sample, image, prob, truth) in enumerate(zip(samples, images, probs, truths)):
@@ -78,63 +81,101 @@ def write_mask_gallery(path, dataset, indices, model, device, title):
     return path
 
 
+def _curve(rows, split, perturbation):
+    """(levels, rows) of one split's perturbation, by level."""
+    points = sorted((r["level"], r) for r in rows if r["split"] == split and r["perturbation"] == perturbation)
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _draw_curve(ax, rows, split, perturbation, key, index, label):
+    """One metric against the level, and its clean value as a dashed line of the same colour.
+    Each series has its own marker, smaller than the one before, so equal curves stay visible."""
+    colour = f"C{index}"
+    levels, points = _curve(rows, split, perturbation)
+    ax.plot(levels, [p[key] for p in points], "-", marker="osD^v"[index % 5], markersize=9 - 2 * (index % 4),
+            color=colour, label=label, alpha=0.85)
+    clean = [r for r in rows if r["split"] == split and r["perturbation"] == "clean"]
+    if clean and math.isfinite(clean[0][key]):
+        ax.axhline(clean[0][key], color=colour, linestyle="--", linewidth=0.8)
+    ax.set_xlabel(PERTURBATION_TITLES.get(perturbation, perturbation))
+    ax.set_xticks(levels)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def _save(plt, fig, path, paths):
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legends placed outside the axes
+    plt.close(fig)
+    paths.append(path)
+
+
+def _perturbations(rows):
+    return list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != "clean"))
+
+
 def plot_robustness(plot_dir, rows, method):
     """Per set: pixel F1, image F1 and image AUC against each perturbation's level, the clean
     value as a dashed line (paper Fig. 5/9 style); per perturbation: pixel F1 of every set."""
     plt = _pyplot()
     os.makedirs(plot_dir, exist_ok=True)
     splits = list(dict.fromkeys(r["split"] for r in rows))
-    perturbations = list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != "clean"))
-    clean = {r["split"]: r for r in rows if r["perturbation"] == "clean"}
+    perturbations = _perturbations(rows)
     paths = []
     if not perturbations:
         return paths
-
-    def curve(split, perturbation):
-        points = sorted((r["level"], r) for r in rows if r["split"] == split and r["perturbation"] == perturbation)
-        return [p[0] for p in points], [p[1] for p in points]
-
-    def draw(ax, split, perturbation, key, index, label):
-        """One metric against the level, and its clean value as a dashed line of the same colour.
-        Each series has its own marker, smaller than the one before, so equal curves stay visible."""
-        colour = f"C{index}"
-        levels, points = curve(split, perturbation)
-        ax.plot(levels, [p[key] for p in points], "-", marker="osD^v"[index % 5], markersize=9 - 2 * (index % 4),
-                color=colour, label=label, alpha=0.85)
-        if split in clean and math.isfinite(clean[split][key]):
-            ax.axhline(clean[split][key], color=colour, linestyle="--", linewidth=0.8)
-        ax.set_xlabel(PERTURBATION_TITLES.get(perturbation, perturbation))
-        ax.set_xticks(levels)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-
-    def save(fig, name):
-        path = os.path.join(plot_dir, name)
-        fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legends placed outside the axes
-        plt.close(fig)
-        paths.append(path)
 
     for split in splits:
         fig, axes = plt.subplots(1, len(perturbations), figsize=(4.6 * len(perturbations), 3.6), squeeze=False)
         for ax, perturbation in zip(axes[0], perturbations):
             for i, key in enumerate(("pixel_f1", "image_f1", "image_auc")):
-                draw(ax, split, perturbation, key, i, METRIC_TITLES[key])
+                _draw_curve(ax, rows, split, perturbation, key, i, METRIC_TITLES[key])
         axes[0][0].set_ylabel("metric (dashed: clean)")
         fig.suptitle(f"{method}: robustness on {split_title(split)}", fontsize=10)
         fig.tight_layout()
         # Below the panels, not over their points.
         fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=3, fontsize=8, frameon=False)
-        save(fig, f"robustness_{split}.png")
+        _save(plt, fig, os.path.join(plot_dir, f"robustness_{split}.png"), paths)
 
     for perturbation in perturbations:
         fig, ax = plt.subplots(figsize=(5.2, 3.8))
         for i, split in enumerate(splits):
-            draw(ax, split, perturbation, "pixel_f1", i, split_title(split))
+            _draw_curve(ax, rows, split, perturbation, "pixel_f1", i, split_title(split))
         ax.set_ylabel("pixel F1, partial fakes (dashed: clean)")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         ax.set_title(f"{method}: pixel F1 under {perturbation.replace('_', ' ')}", fontsize=10)
-        save(fig, f"pixel_f1_{perturbation}.png")
+        _save(plt, fig, os.path.join(plot_dir, f"pixel_f1_{perturbation}.png"), paths)
+    return paths
+
+
+def plot_robustness_comparison(plot_dir, rows_by_method):
+    """``report``'s curves (paper Fig. 5 form): per metric one figure, a panel per split
+    (rows) and perturbation (columns), a curve per method, its clean value dashed. Metrics
+    no method defines anywhere (image metrics of mask-only models) get no figure."""
+    plt = _pyplot()
+    os.makedirs(plot_dir, exist_ok=True)
+    every_row = [r for rows in rows_by_method.values() for r in rows]
+    splits = list(dict.fromkeys(r["split"] for r in every_row))
+    perturbations = _perturbations(every_row)
+    paths = []
+    if not perturbations:
+        return paths
+    for key, title in METRIC_TITLES.items():
+        if not any(math.isfinite(r[key]) for r in every_row):
+            continue
+        fig, axes = plt.subplots(len(splits), len(perturbations), figsize=(4.6 * len(perturbations),
+                                                                           3.4 * len(splits)), squeeze=False)
+        for ax_row, split in zip(axes, splits):
+            for ax, perturbation in zip(ax_row, perturbations):
+                for i, (method, rows) in enumerate(rows_by_method.items()):
+                    _draw_curve(ax, rows, split, perturbation, key, i, method)
+                ax.set_title(f"{split_title(split)}", fontsize=9)
+            ax_row[0].set_ylabel(f"{title} (dashed: clean)")
+        fig.suptitle(f"{title} under perturbations", fontsize=11)
+        fig.tight_layout()
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(4, len(rows_by_method)), fontsize=8, frameon=False)
+        _save(plt, fig, os.path.join(plot_dir, f"compare_{key}.png"), paths)
     return paths
 
 

@@ -31,6 +31,7 @@ import argparse
 import inspect
 import os
 import sys
+import typing
 
 import yaml
 
@@ -38,12 +39,16 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.registry import DATASETS
 
 from .datasets.opensdid import OPENSDID_SPLITS
-from .engine import checkpoints
+from .engine import checkpoints, models
 from .engine.models import model_class
 from .errors import UserError
 
 METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
 BEST_METRICS = tuple(f"avg_{key}" for key in METRIC_KEYS)
+# --image_score_from_mask: how a model without image-level output (CAT-Net, IML-ViT) gets
+# image scores P(fake); the paper gives such models image numbers without saying how.
+IMAGE_SCORE_RULES = {"none": "none: its image metrics are n/a",
+                     "max": "the maximum over the image of its predicted mask P(manipulated)"}
 AUGMENTATIONS = ("paper", "authors", "benco", "none")
 # Models' own names for their input size (IML_ViT, ObjectFormer, PSCC_Net; SparseViT).
 INPUT_SIZE_FLAGS = ("input_size", "img_size")
@@ -158,6 +163,13 @@ def _train(add, command):
         help="checkpoint to continue from, or 'auto' for the latest checkpoint-<epoch>.pth in --output_dir")
 
 
+def _image_scores(add, command):
+    add("--image_score_from_mask", default="none", choices=tuple(IMAGE_SCORE_RULES),
+        help="image scores of a model with no image-level output (CAT-Net, IML-ViT): none (default; its "
+             "image metrics are n/a) or max (the largest P(manipulated) of its predicted mask); models "
+             "with pred_label keep theirs")
+
+
 def _checkpoint(add, command):
     add("--checkpoint_path", default=None,
         help="a .pth file, or a training --output_dir (its checkpoint-best.pth, else its latest "
@@ -202,7 +214,15 @@ def _preview(add, command):
     add("--seed", type=int, default=0, help="which samples: a seeded random choice")
 
 
-_TESTING = (_model, _dataset, _bad_samples, _test_data, _output_dir, _log_dir, _device, _processes, _checkpoint)
+def _report(add, command):
+    add("runs", nargs="+", help="--output_dir folders of `test` / `test-robust` runs (their metrics.json, "
+                                "robustness.json), or those files")
+    add("--published", action="store_true",
+        help="add the paper's published Table 3 and 4 numbers as rows labelled (published), not ranked")
+
+
+_TESTING = (_model, _dataset, _bad_samples, _test_data, _output_dir, _log_dir, _device, _processes, _checkpoint,
+            _image_scores)
 # Per command: its flag groups, whether it builds a model (so takes --model's flags), and
 # the line --help starts with.
 COMMANDS = {
@@ -212,6 +232,8 @@ COMMANDS = {
     "test-robust": ((_config, *_TESTING, _robust), True, "test a checkpoint under blur, JPEG and noise"),
     "predict": ((_config, _model, _checkpoint, _output_dir, _device, _batch, _predict), True,
                 "a checkpoint on your own images: masks, overlays, P(fake)"),
+    "report": ((_config, _report, _output_dir), False,
+               "the results of several test / test-robust runs side by side: paper Tables 3 and 4, Figure 5"),
     "sample": ((_config, _output), False, "build the embedded OpenSDID sample and print its folder"),
     "export": ((_config, _source, _bad_samples, _output), False,
                "write an OpenSDID split as a BenCo JSON dataset (Tp/, Gt/, <split>.json)"),
@@ -271,6 +293,10 @@ def _as_default(action, value, where):
             raise UserError(f"{where}: {action.dest} is a switch; give true or false, not {value!r}")
         return value
     if isinstance(value, (list, tuple)):
+        if typing.get_origin(action.type) is not None:
+            # A List[...] constructor flag (IML-ViT's fpn_scale_factors) cannot parse text;
+            # argparse keeps a default that is no string as it is.
+            return list(value)
         return ",".join(str(v) for v in value)
     return None if value is None else str(value)
 
@@ -281,8 +307,22 @@ def _apply(parser, values, where):
 
 
 def model_parser_for(model_cls, command):
+    """BenCo's parser of the constructor's arguments, with the weight-file flags that are no
+    constructor arguments (CAT-Net's), each weight flag's file and source in its help, and
+    BenCo's packaged config files as defaults where BenCo's default (None) fails."""
+    name = model_cls.__name__
     parser = misc.create_argparser(model_cls)
-    parser.prog = f"benco-maskclip {command} --model {model_cls.__name__}"
+    parser.prog = f"benco-maskclip {command} --model {name}"
+    for flag in models.EXTRA_FLAGS.get(name, ()):
+        parser.add_argument(f"--{flag}", default=None)
+    for action in parser._actions:
+        if action.dest in models.FLAG_DEFAULTS.get(name, {}):
+            packaged = os.path.basename(models.FLAG_DEFAULTS[name][action.dest])
+            action.help = f"config file (default: BenCo's packaged {packaged})"
+        if action.dest in models.WEIGHT_FILES.get(name, {}):
+            action.help = models.WEIGHT_FILES[name][action.dest][0] + (
+                "" if name in models.NO_RANDOM_START else f"; {models.RANDOM}: random weights")
+    parser.set_defaults(**models.FLAG_DEFAULTS.get(name, {}))
     return parser
 
 
@@ -306,9 +346,10 @@ def _checkpoint_values(command, argv, config):
                         hint="give a .pth file or a training --output_dir")
     path = checkpoints.resolve(path)
     saved = checkpoints.saved_flags_of(path)
-    if command == "predict" and getattr(saved, "model", None) is None:
+    if command == "predict" and not checkpoints.describes_its_model(path):
         raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
-                        f"model to build is unknown", hint="predict with a checkpoint that command wrote")
+                        f"model to build is unknown", hint="predict with a checkpoint that command wrote, or one "
+                                                           "of the authors' MaskCLIP train.py")
     if saved is None:
         return path, {}, {}
     main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}
@@ -483,6 +524,9 @@ def _at_least(args, minimum, *flags):
 
 
 def _check(command, args, model_args):
+    if command == "report":
+        check_folder_flag("output_dir", args.output_dir)
+        return
     if command in ("sample", "export", "preview"):
         if command == "preview":
             _at_least(args, 1, "num", "cols")
@@ -504,6 +548,7 @@ def _check(command, args, model_args):
     if width is not None and (width < 1 or width % 2 == 0 or width >= args.image_size):
         raise UserError(f"--edge_mask_width {width}: BenCo's edge mask needs an odd width of at least 1 and below "
                         f"--image_size (paper: 7)", hint="leave the flag out for no edge mask")
+    models.check_requirements(args.model)
     forward = inspect.signature(model_class(args.model).forward).parameters
     edge = forward.get("edge_mask")
     if edge is not None and edge.default is inspect.Parameter.empty and width is None:
@@ -528,6 +573,8 @@ def _check_engine(command, args, model_args):
         raise UserError("--test_splits is empty", hint=f"give a comma list such as {','.join(OPENSDID_SPLITS)}")
     _at_least(args, 1, "test_batch_size", "print_freq")
     if command == "train":
+        # Before any data is opened; test commands take every weight from the checkpoint.
+        models.check_weight_files(args.model, {**vars(model_args), **vars(args)})
         _at_least(args, 1, "batch_size", "epochs", "test_period", "accum_iter")
         for flag in ("lr", "blr", "min_lr", "weight_decay"):
             value = getattr(args, flag)

@@ -196,3 +196,48 @@ def test_two_cpu_processes_reduce_and_gather_over_gloo(free_port):
         assert outcome["mean"] == pytest.approx(1.5)
         assert outcome["meter"] == (3, 3.0)
         assert outcome["f1"] == pytest.approx(hand_f1(everything_pred, everything_label), abs=1e-6)
+
+
+class TinyCatNetwork(torch.nn.Module):
+    """In place of CAT-Net's HRNet (114M parameters): the same call, two-class logits."""
+
+    def __init__(self, cfg=None):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(24, 2, 1)
+
+    def forward(self, x, qtables):
+        return self.conv(x)
+
+
+def cat_net_batch():
+    return dict(image=torch.rand(2, 3, 16, 16) * 255, mask=torch.randint(0, 2, (2, 1, 16, 16)).float(),
+                DCT_coef=torch.randint(-30, 30, (2, 16, 16)).float(), qtables=torch.rand(2, 8, 8))
+
+
+def test_cat_net_builds_and_runs_on_the_device_of_its_input(monkeypatch):
+    import IMDLBenCo.model_zoo.cat_net.cat_net as cat_net
+    from imdlbenco_maskclip.engine.models import FLAG_DEFAULTS
+    monkeypatch.setattr(cat_net, "get_seg_model", TinyCatNetwork)
+    config = FLAG_DEFAULTS["Cat_Net"]["cfg_file"]
+    if not torch.cuda.is_available():
+        with pytest.raises((RuntimeError, AssertionError)):  # no CUDA driver / torch without CUDA
+            cat_net.Cat_Net(config)  # its loss weights .cuda()
+    compat.apply_patches()
+    model = cat_net.Cat_Net(config)
+    assert model.loss.criterion.weight.device.type == "cpu"
+    with pytest.raises((RuntimeError, AssertionError)):
+        # its DCT volume .cuda(): no driver here, or a GPU tensor beside the CPU image elsewhere
+        compat.ORIGINALS["cat_net_forward"](model, **cat_net_batch())
+    output = model(**cat_net_batch())
+    output["backward_loss"].backward()
+    assert output["pred_mask"].device.type == "cpu" and model.model.conv.weight.grad is not None
+
+
+def test_trufor_phase_3_loss_compares_label_and_prediction_of_one_shape():
+    from IMDLBenCo.model_zoo.trufor.trufor import Trufor
+    pred, label = torch.tensor([0.9, 0.2, 0.6]), torch.tensor([1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="target size"):
+        Trufor.detection_loss(None, pred, label)
+    compat.apply_patches()
+    expected = -(torch.log(pred[0]) + torch.log(1 - pred[1]) + torch.log(1 - pred[2])) / 3
+    assert Trufor.detection_loss(None, pred, label).item() == pytest.approx(expected.item())

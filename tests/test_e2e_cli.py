@@ -1,6 +1,6 @@
 """End to end through ``python -m imdlbenco_maskclip`` and torchrun (gloo, CPU): train, test,
-test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP, plus BenCo's
-IML_ViT through the same pipeline."""
+test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP (BenCo's
+baselines through the same pipeline: test_report.py and test_baselines.py)."""
 import json
 import math
 import subprocess
@@ -177,20 +177,6 @@ def test_resuming_with_other_model_flags_or_a_broken_file_is_a_clear_error(train
     broken.write_bytes((trained / "checkpoint-1.pth").read_bytes()[:1000])
     assert main([*resume, str(broken)]) == 2
     assert f"error: --resume {broken}: " in capsys.readouterr().err
-
-
-def test_benco_iml_vit_trains_and_tests_through_the_same_pipeline(tmp_path):
-    argv = ["train", "--model", "IML_ViT", "--input_size", "64", "--embed_dim", "48", "--fpn_channels", "16",
-            "--mlp_embeding_dim", "16", *[a for a in TRAIN[1:] if a not in ("--model_setting", "tiny")],
-            "--epochs", "1", "--test_splits", "sd2", "--output_dir", str(tmp_path)]
-    run_cli(argv)
-    metrics = read_json(tmp_path / "metrics.json")
-    assert metrics["method"] == "IML_ViT"
-    assert_complete_metrics(metrics, image_level=False, splits=("sd2",))  # IML_ViT gives no pred_label
-    rows = [line for line in (tmp_path / "metrics.md").read_text().splitlines() if line.startswith("| IML_ViT |")]
-    assert rows[1:] == ["| IML_ViT | n/a | n/a |"] * 2  # the image-level tables; pixel metrics are defined
-    assert "n/a" not in rows[0]
-    assert (tmp_path / "checkpoint-0.pth").is_file()
 
 
 def test_predict_runs_a_trained_checkpoint_on_image_files(trained, tmp_path):

@@ -35,3 +35,24 @@ def test_gallery_draws_one_row_per_sample(tmp_path):
             sizes[rows] = picture.size
     # 7.8 x 2.7 inches per row at 90 dpi: the same width, three times the height.
     assert sizes == {1: (702, 243), 3: (702, 729)}
+
+
+class SqueezedLabel(torch.nn.Module):
+    """A model whose pred_label is squeezed, as TruFor's: 0-d for a batch of one image."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **batch):
+        output = self.model(**batch)
+        return {**output, "pred_label": output["pred_label"].squeeze()}
+
+
+def test_gallery_of_one_image_takes_a_squeezed_pred_label(tmp_path):
+    args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64"])
+    model = SqueezedLabel(build_model(args, model_args))
+    dataset = OpenSDID("sample:test#sd2", is_resizing=True, output_size=(64, 64))
+    path = figures.write_mask_gallery(str(tmp_path / "one.png"), dataset, partial_fake_indices(dataset, 1), model,
+                                      torch.device("cpu"), "squeezed")
+    assert Image.open(path).size == (702, 243)

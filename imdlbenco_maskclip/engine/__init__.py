@@ -1,6 +1,7 @@
-"""The ``train``, ``test``, ``test-robust`` and ``predict`` commands on IMDL-BenCo's own machinery.
+"""The ``train``, ``test``, ``test-robust``, ``predict`` and ``report`` commands on IMDL-BenCo's own machinery.
 
-One module per command: ``training``, ``evaluation``, ``robustness``, ``prediction``. They
+One module per command: ``training``, ``evaluation``, ``robustness``, ``prediction``,
+``comparison`` (``report``). They
 share ``runtime`` (process group, device, seeds), ``models`` (building a model, its
 weight-source flags), ``checkpoints`` (finding, reading, loading, the best one, pruning,
 resuming), ``data`` (datasets, loaders), ``evaluators`` (the paper's protocol on BenCo's

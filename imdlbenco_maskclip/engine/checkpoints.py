@@ -109,6 +109,15 @@ def saved_flags_of(path, flag="--checkpoint_path"):
     return saved_flags(read(path, flag, tensors=False))
 
 
+def describes_its_model(path, flag="--checkpoint_path"):
+    """Whether the checkpoint file ``path`` says how to rebuild its model (tensors not read): our
+    ``train`` saves the model flags, an authors' MaskCLIP checkpoint has its tensor shapes."""
+    checkpoint = read(path, flag, tensors=False)
+    if not isinstance(checkpoint, dict):
+        return False
+    return hasattr(saved_flags(checkpoint), "model_args") or is_authors_state_dict(checkpoint.get("model", {}))
+
+
 def _weights_do_not_fit(path, checkpoint, args, flag, exc):
     saved = saved_flags(checkpoint)
     hint = "pass the model flags it was trained with"
@@ -146,7 +155,7 @@ def model_from_checkpoint(path, args, model_args):
     else:
         flags, note = without_weight_sources(args.model, model_args)
         print(f"[checkpoint] {args.model}: {note}")
-        model = build_model(args, flags)
+        model = build_model(args, flags, checkpoint=path)
         epoch = load_weights(model, checkpoint, path, args)
     print(f"[checkpoint] loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
     return model, epoch

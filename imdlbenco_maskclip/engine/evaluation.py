@@ -13,7 +13,7 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 
 from .. import figures
 from . import checkpoints, data, reporting, runtime
-from .evaluators import build_evaluators, evaluate, partial_fake_indices
+from .evaluators import build_evaluators, evaluate, image_score_source, partial_fake_indices
 
 
 def load_model(args, model_args, device):
@@ -55,11 +55,12 @@ def run(args, model_args):
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
         writers = {name: SummaryWriter(log_dir=os.path.join(args.log_dir, name)) for name in loaders}
-    results = evaluate(model, loaders, build_evaluators(), device, epoch, args, writers, is_test=True)
+    evaluators = build_evaluators(args.image_score_from_mask)
+    results = evaluate(model, loaders, evaluators, device, epoch, args, writers, is_test=True)
     if main:
         write_logs(args, results, epoch, writers)
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
-                "epoch": epoch, "args": vars(args),
+                "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args),
                 "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()})}
         paths = reporting.write_metrics(args.output_dir, results, reporting.average(results), meta,
                                         f"{meta['method']}, {os.path.basename(args.checkpoint_path)} (epoch {epoch})")

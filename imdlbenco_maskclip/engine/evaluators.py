@@ -144,29 +144,51 @@ class SampleCount(_CountedOnce):
         return float(count)
 
 
+def image_score_from_mask(predict, shape_mask=None):
+    """[B]: the largest P(manipulated) of each predicted mask, padding excluded."""
+    if shape_mask is not None:
+        predict = predict * shape_mask.to(predict.dtype)
+    return predict.flatten(1).amax(dim=1)
+
+
 class ImageMetricIfPredicted(AbstractEvaluator):
-    """A BenCo image evaluator that yields NaN for models with no ``pred_label``.
+    """A BenCo image evaluator that yields NaN for models with no ``pred_label``, or, with
+    ``rule="max"``, scores their images by :func:`image_score_from_mask`.
 
     Every rank runs the same model, so all of them skip or all feed: the evaluator's
-    collectives stay matched.
+    collectives stay matched. ``source`` says where the scores came from: "pred_label",
+    the rule (``flags.IMAGE_SCORE_RULES``), or None.
     """
 
-    def __init__(self, inner, key):
+    def __init__(self, inner, key, rule="none"):
         super().__init__()
-        self.inner, self.key = inner, key
+        self.inner, self.key, self.rule = inner, key, rule
         self.name = self.desc = inner.name
         self.fed = False
+        self.source = None  # kept after the pass, for the run's metadata
 
-    def batch_update(self, predict_label=None, label=None, **kwargs):
+    def _scores(self, predict, predict_label, shape_mask):
         if predict_label is not None:
-            self.fed = True
-            self.inner.batch_update(predict_label.reshape(-1), label)
+            self.source = "pred_label"
+            scores = predict_label.reshape(-1)
+        elif self.rule == "max" and predict is not None:
+            self.source = self.rule
+            scores = image_score_from_mask(predict, shape_mask)
+        else:
+            return None
+        self.fed = True
+        return scores
+
+    def batch_update(self, predict=None, predict_label=None, label=None, shape_mask=None, **kwargs):
+        scores = self._scores(predict, predict_label, shape_mask)
+        if scores is not None:
+            self.inner.batch_update(scores, label)
         return None
 
-    def remain_update(self, predict_label=None, label=None, **kwargs):
-        if predict_label is not None:
-            self.fed = True
-            self.inner.remain_update(predict_label.reshape(-1), label)
+    def remain_update(self, predict=None, predict_label=None, label=None, shape_mask=None, **kwargs):
+        scores = self._scores(predict, predict_label, shape_mask)
+        if scores is not None:
+            self.inner.remain_update(scores, label)
         return None
 
     def epoch_update(self):
@@ -185,15 +207,22 @@ class ImageMetricIfPredicted(AbstractEvaluator):
         self.inner.recovery()
 
 
-def build_evaluators():
+def image_score_source(evaluators):
+    """Where the image metrics of the last pass came from: "pred_label", a key of
+    ``flags.IMAGE_SCORE_RULES``, or None (not scored)."""
+    return next((ev.source for ev in evaluators if isinstance(ev, ImageMetricIfPredicted)), None)
+
+
+def build_evaluators(image_score_rule="none"):
     """The protocol's evaluators; build them after the process group exists (BenCo reads
-    the world size in the image evaluators' constructors)."""
+    the world size in the image evaluators' constructors). ``image_score_rule``: a key of
+    ``flags.IMAGE_SCORE_RULES``, for models without ``pred_label``."""
     return [
         PartialFakePixelMetric(PixelF1(threshold=0.5, mode="origin"), "pixel_f1"),
         PartialFakePixelMetric(PixelIOU(threshold=0.5, mode="origin"), "pixel_iou"),
-        ImageMetricIfPredicted(ImageF1(threshold=0.5), "image_f1"),
-        ImageMetricIfPredicted(ImageAccuracy(threshold=0.5), "image_acc"),
-        ImageMetricIfPredicted(ImageAUC(), "image_auc"),
+        ImageMetricIfPredicted(ImageF1(threshold=0.5), "image_f1", image_score_rule),
+        ImageMetricIfPredicted(ImageAccuracy(threshold=0.5), "image_acc", image_score_rule),
+        ImageMetricIfPredicted(ImageAUC(), "image_auc", image_score_rule),
         SampleCount("images evaluated", "n_images", partial_only=False),
         SampleCount("partial fakes evaluated", "n_partial", partial_only=True),
     ]

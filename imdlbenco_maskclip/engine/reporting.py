@@ -13,8 +13,8 @@ import numpy as np
 
 import IMDLBenCo.training_scripts.utils.misc as misc
 
-from ..figures import plot_robustness, split_title
-from ..flags import METRIC_KEYS
+from ..figures import plot_robustness, plot_robustness_comparison, split_title
+from ..flags import IMAGE_SCORE_RULES, METRIC_KEYS
 
 COUNT_KEYS = ("n_images", "n_partial")
 
@@ -116,6 +116,9 @@ def write_metrics(output_dir, results, avg, meta, title):
     write_json(json_path, {**meta, "splits": results, "average": avg})
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(metrics_markdown(results, avg, meta["method"], title))
+        if meta.get("image_scores") not in (None, "pred_label"):
+            f.write(f"\nImage scores of this model: {IMAGE_SCORE_RULES[meta['image_scores']]} "
+                    f"(--image_score_from_mask {meta['image_scores']}).\n")
         if meta.get("skipped"):
             counts = ", ".join(f"{name} {len(keys)}" for name, keys in meta["skipped"].items())
             f.write(f"\nBad samples left out (--on_bad_sample skip): {counts}; listed in metrics.json.\n")
@@ -159,3 +162,128 @@ def print_test_results(name, metrics, dataset, args):
               f"that lie outside the top-left crop BenCo's --if_padding keeps of larger images, are not scored")
     print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in metrics.items()))
+
+
+# ---------------------------------------------------------------------------- report
+
+def _marked(value, rank):
+    text = _num(value)
+    return f"**{text}**" if rank == 0 else f"_{text}_" if rank == 1 else text
+
+
+def _ranks(values):
+    """Per value its place among the distinct finite values, best (largest) first: 0, 1, ... (None if NaN)."""
+    distinct = sorted({v for v in values if math.isfinite(v)}, reverse=True)
+    return [distinct.index(v) if math.isfinite(v) else None for v in values]
+
+
+def comparison_columns(entries):
+    """The splits of the measured entries (published ones show the same splits when they have them)."""
+    measured = [e for e in entries.values() if e["source"] == "measured"] or list(entries.values())
+    return list(dict.fromkeys(split for e in measured for split in e["splits"]))
+
+
+def comparison_values(entries, columns):
+    """{label: {column: metrics}} with "AVG": the mean of each metric over the entry's splits
+    among ``columns`` where it is defined (``average``), NaN for a split it has not."""
+    blank = dict.fromkeys(METRIC_KEYS, math.nan)
+    table = {}
+    for label, entry in entries.items():
+        shown = {s: {**blank, **entry["splits"][s]} for s in columns if s in entry["splits"]}
+        avg = average({s: {**m, **{k: m.get(k, 0) for k in COUNT_KEYS}} for s, m in shown.items()})
+        table[label] = {**{s: shown.get(s, blank) for s in columns}, "AVG": avg}
+    return table
+
+
+def comparison_markdown(entries, title):
+    """The paper's Table 3 (pixel IoU/F1) and Table 4 (image F1/accuracy, and AUC) forms for
+    several methods: per column and metric the best measured value in bold, the second
+    best in italics; published rows are shown, not ranked."""
+    columns = comparison_columns(entries)
+    table = comparison_values(entries, columns)
+    measured = [label for label, e in entries.items() if e["source"] == "measured"]
+    header = "| method | " + " | ".join(split_title(c) for c in columns) + " | AVG |"
+    rule = "|---" * (len(columns) + 2) + "|"
+
+    def section(caption, keys):
+        ranks = {(c, k): dict(zip(measured, _ranks([table[m][c][k] for m in measured])))
+                 for c in columns + ["AVG"] for k in keys}
+        lines = [f"## {caption}", "", header, rule]
+        # The paper publishes no AUC: its rows would be all n/a.
+        for label in [e for e in entries if "image_auc" not in keys or entries[e]["source"] == "measured"]:
+            cells = []
+            for column in columns + ["AVG"]:
+                values = [table[label][column][k] for k in keys]
+                if not any(math.isfinite(v) for v in values):
+                    cells.append("n/a" if column == "AVG" or column in entries[label]["splits"] else "-")
+                    continue
+                cells.append("/".join(_marked(v, ranks[(column, k)].get(label)) for v, k in zip(values, keys)))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        return lines + [""]
+
+    lines = [f"# {title}", ""]
+    lines += section("Pixel level, partial fakes only (paper Table 3 form): IoU/F1, threshold 0.5",
+                     ("pixel_iou", "pixel_f1"))
+    lines += section("Image level, all images (paper Table 4 form): F1/accuracy, threshold 0.5",
+                     ("image_f1", "image_acc"))
+    lines += section("Image level, all images: AUC", ("image_auc",))
+    lines += ["**Bold**: best measured value of its column and metric; _italics_: second best. AVG: the mean "
+              "over the splits shown where the metric is defined. -: split not tested. n/a: undefined (no "
+              "partial fake, or no image-level output).", "", "Image scores per method:", ""]
+    for label, entry in entries.items():
+        rule = entry.get("image_scores")
+        source = ("published" if entry["source"] == "published" else "its own pred_label" if rule == "pred_label"
+                  else f"--image_score_from_mask {rule}: {IMAGE_SCORE_RULES[rule]}" if rule in IMAGE_SCORE_RULES
+                  else "none: the model gives no image-level prediction (n/a; --image_score_from_mask max "
+                       "scores an image by the maximum of its mask)")
+        lines.append(f"- {label}: {source}")
+    lines += ["", "Sources:", ""] + [f"- {label}: {', '.join(entry['files'])}" for label, entry in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
+COMPARISON_COLUMNS = ("method", "source", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
+
+
+def _csv_value(value):
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def write_comparison(output_dir, entries, robust_rows, title):
+    """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
+    ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
+    the curves under plots/ -> the paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    if entries:
+        paths += _write_comparison_tables(output_dir, entries, title)
+    if robust_rows:
+        robust_csv = os.path.join(output_dir, "robustness.csv")
+        with open(robust_csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=("method",) + ROBUST_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for method, rows in robust_rows.items():
+                for row in rows:
+                    writer.writerow({k: _csv_value(v) for k, v in {**row, "method": method}.items()})
+        paths += [robust_csv] + plot_robustness_comparison(os.path.join(output_dir, "plots"), robust_rows)
+    return paths
+
+
+def _write_comparison_tables(output_dir, entries, title):
+    md_path = os.path.join(output_dir, "report.md")
+    csv_path = os.path.join(output_dir, "report.csv")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(comparison_markdown(entries, title))
+    table = comparison_values(entries, comparison_columns(entries))
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for label, columns in table.items():
+            entry = entries[label]
+            for column, metrics in columns.items():
+                if column != "AVG" and column not in entry["splits"]:
+                    continue
+                counts = {k: metrics.get(k) if entry["source"] == "measured" else None for k in COUNT_KEYS}
+                writer.writerow({k: _csv_value(v) for k, v in {
+                    **metrics, **counts, "method": label, "source": entry["source"],
+                    "image_scores": entry.get("image_scores"), "split": column}.items()})
+    return [md_path, csv_path]

@@ -19,7 +19,7 @@ from IMDLBenCo.transforms.robustness_wrapper import (GaussianBlurWrapper, Gaussi
 
 from . import data, reporting, runtime
 from .evaluation import load_model
-from .evaluators import build_evaluators, evaluate
+from .evaluators import build_evaluators, evaluate, image_score_source
 
 
 def sweep(args):
@@ -42,7 +42,7 @@ def run(args, model_args):
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
     levels = sweep(args)
-    evaluators = build_evaluators()
+    evaluators = build_evaluators(args.image_score_from_mask)
     rows = []
     total, step, start = len(datasets) * len(levels), 0, time.time()
     for name, dataset in datasets.items():
@@ -73,7 +73,7 @@ def run(args, model_args):
                   f"{metrics['image_auc']:.4f}; {elapsed:.0f}s elapsed, ~{elapsed / step * (total - step):.0f}s left")
     if main:
         meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
-                "epoch": epoch, "args": vars(args), "skipped": data.skipped_samples(datasets)}
+                "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args), "skipped": data.skipped_samples(datasets)}
         paths = reporting.write_robustness(args.output_dir, rows, meta)
         print("[test-robust] results: " + ", ".join(paths))
     runtime.finish()
