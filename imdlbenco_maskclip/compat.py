@@ -1,5 +1,6 @@
-"""Fixes for IMDL-BenCo 0.1.45 so that its own trainer, tester, ``misc`` helpers and
-evaluators run on CPU (gloo) and in a single process, not only under torchrun on CUDA.
+"""Fixes for IMDL-BenCo 0.1.45 so that its own trainer, tester, ``misc`` helpers,
+evaluators and the scripts ``benco init`` writes run on CPU (gloo) and in a single process,
+not only under torchrun on CUDA.
 
 Every fix is listed in ``PATCHES`` with the reason it exists; ``tests/test_compat.py``
 shows each BenCo behaviour failing without its fix. Nothing here changes what BenCo

@@ -20,7 +20,7 @@ STOCK_IMPORT = "from mymodel import MyModel"
 OUR_IMPORT = "import imdlbenco_maskclip.cpu"
 SCRIPTS = ("train.py", "test.py", "test_robust.py")
 TINY = ["--model", "MaskCLIP", "--model_setting", "tiny", "--image_size", "64", "--if_resizing",
-        "--edge_mask_width", "3", "--device", "cpu", "--num_workers", "0", "--test_batch_size", "4"]
+        "--edge_mask_width", "3", "--device", "cpu", "--test_batch_size", "4"]
 F1 = "test_pixel-level F1"  # BenCo's PixelF1, the one evaluator its scripts enable
 
 
@@ -41,11 +41,19 @@ def as_the_readme_says(project):
 
 
 def torchrun(project, script, argv, env):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                           "--nproc_per_node=1", script, *argv],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc_per_node=1", script, *argv], cwd=project, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not the SIGKILL of subprocess.run: torchrun then ends the script it
+            # started (in a session of its own), which would otherwise run on.
+            proc.terminate()
+            proc.communicate(timeout=60)
+            raise
+    assert proc.returncode == 0, f"{script}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return stdout
 
 
 def log_lines(path):
