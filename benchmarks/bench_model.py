@@ -1,27 +1,38 @@
-"""Speed and memory of MaskCLIP: one training step (forward, backward, Adam) and one inference forward.
+"""Speed and memory of MaskCLIP: one training step (forward, backward, AdamW) and one inference forward.
 
 Random weights (no downloads). Prints one markdown table. Example, the paper setting on CPU:
 
     python benchmarks/bench_model.py --setting vitl14_mae --batch_size 1 --image_size 512 --threads 2 --steps 3
 
+``--reference`` times the authors' model (``../shared/reference/authors-maskclip``, or
+``--reference_code DIR``) beside ours at the same settings, alternately, each measurement in a
+child process of its own so that peak memory is per model. Every row also gives the machine's
+fp32 matmul throughput, measured in the same process before and after the timed phases, and
+the fraction of it the model reached (model FLOPs counted by ``torch.utils.flop_counter``):
+figures from another machine or another day compare nothing.
+
 Peak memory is CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set
-(``ru_maxrss``), which includes building the model. The shared 2-core CPU machines are noisy:
-the table also gives the fp32 matmul throughput measured before and after the timed phases,
-so that figures from different runs can be put in proportion.
+(``ru_maxrss``), which includes building the model.
 """
 import argparse
 import contextlib
+import json
+import os
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, list_settings
-
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "authors-maskclip"
 
 
-def parse_args():
+def parse_args(argv=None):
+    from imdlbenco_maskclip.model_zoo.maskclip import list_settings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", default="vitl14_mae", choices=list_settings())
     parser.add_argument("--batch_size", type=int, default=1)
@@ -31,7 +42,12 @@ def parse_args():
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="autocast dtype (fp32: no autocast)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--grad_checkpointing", type=int, default=0, choices=(0, 1))
-    return parser.parse_args()
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the authors' model (vitl14_mae only), alternately with ours")
+    parser.add_argument("--reference_code", default=str(DEFAULT_REFERENCE), help="folder of the authors' code")
+    parser.add_argument("--rounds", type=int, default=2, help="with --reference: alternations of ours and theirs")
+    parser.add_argument("--child", choices=("ours", "authors"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
 
 
 def make_batch(batch_size: int, image_size: int, device: torch.device) -> dict:
@@ -64,6 +80,14 @@ def timed(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def counted_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     """fp32 GEMM throughput of the machine right now, on ViT-MLP-like shapes."""
     a = torch.randn(1024, 1024, device=device)
@@ -76,27 +100,40 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     return 2 * 1024 * 1024 * 4096 * runs / (time.perf_counter() - start) / 1e9
 
 
-def main():
-    args = parse_args()
+def build(args, which: str, device: torch.device):
+    """(model, forward(batch) -> output dict) for ours or the authors'."""
+    if which == "ours":
+        from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP
+
+        model = MaskCLIP(model_setting=args.setting, image_size=args.image_size, clip_pretrained="none",
+                         pixel_pretrained="none", grad_checkpointing=args.grad_checkpointing).to(device)
+        return model, lambda batch: model(**batch, if_predcit_label=True)
+    sys.path.insert(0, args.reference_code)
+    from authors_reference import build_authors_maskclip
+
+    model = build_authors_maskclip(resolution=args.image_size).to(device)
+    # their pipeline feeds CLIP-normalised pixels; the timing does not depend on the values
+    return model, lambda batch: model(**batch)
+
+
+def measure(args) -> dict:
+    """One model's figures, in this process."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    model = MaskCLIP(model_setting=args.setting, image_size=args.image_size, clip_pretrained="none",
-                     pixel_pretrained="none", grad_checkpointing=args.grad_checkpointing).to(device)
+    model, forward = build(args, args.child, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-4)
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16 and device.type == "cuda"))
     batch = make_batch(args.batch_size, args.image_size, device)
 
     def autocast():
-        if dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
     def train_step():
         with autocast():
-            loss = model(**batch, if_predcit_label=True)["backward_loss"]
+            loss = forward(batch)["backward_loss"]
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -104,31 +141,77 @@ def main():
 
     def inference_step():
         with torch.no_grad(), autocast():
-            model(**batch)
+            forward(batch)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gflops_before = matmul_gflops(device)
     model.train()
     train_seconds = timed(train_step, args.steps, device)
+    train_flops = counted_flops(train_step)
     model.eval()
     inference_seconds = timed(inference_step, args.steps, device)
+    inference_flops = counted_flops(inference_step)
     gflops_after = matmul_gflops(device)
     if device.type == "cuda":
         peak_gb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 30, "CUDA allocated"
     else:
         peak_gb, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "RSS"
+    return {"model": args.child, "train_s": train_seconds, "inference_s": inference_seconds,
+            "train_gflop": train_flops / 1e9, "inference_gflop": inference_flops / 1e9,
+            "peak_gb": peak_gb, "peak_kind": peak_kind, "threads": torch.get_num_threads(),
+            "trainable_m": sum(p.numel() for p in trainable) / 1e6,
+            "matmul_gflops": (gflops_before, gflops_after)}
 
+
+def run_child(which: str) -> dict:
+    argv = [arg for arg in sys.argv[1:] if arg != "--reference"] + ["--child", which]
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"the {which} measurement failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def row(args, figures: dict) -> str:
+    machine = sum(figures["matmul_gflops"]) / 2
     images = args.batch_size
+
+    def fraction(kind):
+        return figures[f"{kind}_gflop"] / figures[f"{kind}_s"] / machine
+
+    return (f"| {figures['model']} | {args.setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
+            f"{figures['threads']} | {figures['train_s']:.3f} | {images / figures['train_s']:.2f} | "
+            f"{fraction('train'):.0%} | {figures['inference_s']:.3f} | {images / figures['inference_s']:.2f} | "
+            f"{fraction('inference'):.0%} | {figures['peak_gb']:.2f} | {figures['trainable_m']:.1f}M | "
+            f"{figures['matmul_gflops'][0]:.0f} / {figures['matmul_gflops'][1]:.0f} |")
+
+
+def main():
+    args = parse_args()
+    if args.child:
+        print(json.dumps(measure(args)))
+        return
+    if args.reference and args.setting != "vitl14_mae":
+        sys.exit("--reference: the authors released only the vitl14_mae setting (their ViTL)")
+    order = ["ours", "authors"] * args.rounds if args.reference else ["ours"]
+    results = []
+    for which in order:
+        print(f"measuring {which} ({len(results) + 1}/{len(order)}) ...", file=sys.stderr, flush=True)
+        results.append(run_child(which))
+    kind = results[0]["peak_kind"]
     print()
-    print(f"| setting | device | dtype | batch | image | threads | train step (s) | train img/s "
-          f"| inference (s) | inference img/s | peak {peak_kind} (GiB) | trainable params "
-          f"| fp32 matmul GFLOP/s before / after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {args.setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
-          f"{torch.get_num_threads()} | {train_seconds:.3f} | {images / train_seconds:.2f} | "
-          f"{inference_seconds:.3f} | {images / inference_seconds:.2f} | {peak_gb:.2f} | "
-          f"{sum(p.numel() for p in trainable) / 1e6:.1f}M | {gflops_before:.0f} / {gflops_after:.0f} |")
+    print(f"| model | setting | device | dtype | batch | image | threads | train step (s) | train img/s "
+          f"| train % of matmul | inference (s) | inference img/s | inference % of matmul "
+          f"| peak {kind} (GiB) | trainable params | fp32 matmul GFLOP/s before / after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for figures in results:
+        print(row(args, figures))
+    if args.reference:
+        for which in ("ours", "authors"):
+            runs = [r for r in results if r["model"] == which]
+            print(f"{which}: best train step {min(r['train_s'] for r in runs):.3f} s, best inference "
+                  f"{min(r['inference_s'] for r in runs):.3f} s, peak {max(r['peak_gb'] for r in runs):.2f} GiB",
+                  file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``benco-maskclip``: train, test and robustness sweeps on IMDL-BenCo, and dataset tools.
+"""``benco-maskclip``: train, test and robustness sweeps on IMDL-BenCo, predictions, and dataset tools.
 
     benco-maskclip train       [--config FILE.yaml] [BenCo flags] [model flags]
     benco-maskclip test        --checkpoint_path CKPT [...]
@@ -6,15 +6,35 @@
     benco-maskclip predict     --checkpoint_path CKPT IMAGE_OR_FOLDER [...]   (your own images)
     benco-maskclip sample | export | preview ...   (OpenSDID tools)
 
-Each command's ``--help`` lists its flags and those of ``--model``. Under torchrun use
+Each command's ``--help`` lists its flags (and those of ``--model``). Under torchrun use
 ``torchrun --nproc_per_node=N -m imdlbenco_maskclip <command> ...``.
 """
 import sys
+from importlib import import_module
 
 import imdlbenco_maskclip  # noqa: F401  (registers MaskCLIP and OpenSDID in BenCo's registries)
 
-ENGINE_COMMANDS = {"train": "training", "test": "evaluation", "test-robust": "robustness"}
-DATASET_COMMANDS = {"sample": "main_sample", "export": "main_export", "preview": "main_preview"}
+from .errors import UserError
+
+# Command -> (module, function called with the parsed flags).
+COMMANDS = {
+    "train": (".engine.training", "run"),
+    "test": (".engine.evaluation", "run"),
+    "test-robust": (".engine.robustness", "run"),
+    "predict": (".engine.prediction", "run"),
+    "sample": (".datasets.commands", "sample"),
+    "export": (".datasets.commands", "export"),
+    "preview": (".datasets.commands", "preview"),
+}
+
+
+def _message(exc):
+    """A user error's text; one a DataLoader worker raised arrives as that worker's whole
+    traceback, whose last line is the original message."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def main(argv=None):
@@ -23,34 +43,19 @@ def main(argv=None):
         sys.stdout.write(__doc__.lstrip())
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command in DATASET_COMMANDS:
-        from .datasets import commands
-        try:
-            return getattr(commands, DATASET_COMMANDS[command])(rest)
-        except (ValueError, OSError) as exc:  # a bad source, split or sample; a path that cannot be written
-            sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
-            return 2
-    if command not in ENGINE_COMMANDS and command != "predict":
-        sys.stderr.write(f"benco-maskclip: unknown command {command!r}; choose one of "
-                         f"{list(ENGINE_COMMANDS) + ['predict'] + list(DATASET_COMMANDS)}\n")
+    if command not in COMMANDS:
+        sys.stderr.write(f"benco-maskclip: unknown command {command!r}; choose one of {list(COMMANDS)}\n")
         return 2
-    from importlib import import_module
-    from .datasets.opensdid import BadSampleError
-    from .engine.options import ConfigError, parse
-    from .engine.runtime import finish
+    from . import flags
+    from .engine import runtime
+    module, function = COMMANDS[command]
     try:
-        if command == "predict":
-            from .engine import prediction
-            return prediction.run(rest)
-        args, model_args = parse(command, rest)
-        return import_module(f".engine.{ENGINE_COMMANDS[command]}", __package__).run(args, model_args)
-    except ConfigError as exc:
+        args, model_args = flags.parse(command, rest)
+        run = getattr(import_module(module, __package__), function)
+        return run(args) if model_args is None else run(args, model_args)
+    except UserError as exc:
         # stderr, not print: BenCo silences print on ranks other than 0.
-        sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n")
-        finish()
-        return 2
-    except BadSampleError as exc:  # also from DataLoader workers, which re-raise it from its text
-        sys.stderr.write(f"benco-maskclip {command}: error: {exc}\n(--on_bad_sample skip leaves such samples "
-                         f"out, counted and listed)\n")
-        finish()
+        sys.stderr.write(f"benco-maskclip {command}: error: {_message(exc)}\n"
+                         + (f"({exc.hint})\n" if exc.hint else ""))
+        runtime.finish()
         return 2

@@ -12,7 +12,6 @@ Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in plac
 ``misc.init_distributed_mode`` and wrap the model in DDP themselves: importing
 :mod:`imdlbenco_maskclip.cpu` applies the patches, which cover those two calls too.
 """
-import argparse
 import datetime
 import os
 
@@ -20,6 +19,8 @@ import torch
 import torch.distributed as dist
 
 import IMDLBenCo.training_scripts.utils.misc as misc
+
+from .engine import checkpoints
 
 PATCHES = {
     "SmoothedValue.synchronize_between_processes":
@@ -118,7 +119,7 @@ def apply_patches() -> None:
     torch.cuda.synchronize = synchronize_if_cuda
     misc.init_distributed_mode = _stock_init_distributed_mode
     torch.nn.parallel.DistributedDataParallel = DistributedDataParallelOnCPU
-    allow_args_in_checkpoints()
+    checkpoints.allow_saved_flags()
     _applied = True
 
 
@@ -139,11 +140,6 @@ class DistributedDataParallelOnCPU(torch.nn.parallel.distributed.DistributedData
         if all(p.device.type == "cpu" for p in module.parameters()):
             device_ids = output_device = None
         super().__init__(module, device_ids, output_device, *args, **kwargs)
-
-
-def allow_args_in_checkpoints() -> None:
-    """Let ``torch.load`` (weights_only) read the ``args`` that ``misc.save_model`` stores."""
-    torch.serialization.add_safe_globals([argparse.Namespace])
 
 
 def resolve_device(args) -> torch.device:

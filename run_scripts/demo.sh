@@ -30,7 +30,7 @@ step test_robust python -m imdlbenco_maskclip test-robust --config "${config}" \
     --checkpoint_path "${out}/train" --test_splits sd15,sd3 \
     --blur_kernels 3,7,11 --jpeg_qualities 60,80,100 --output_dir "${out}/test_robust"
 # "Your own images": the sample's SD3 split written out as plain files, then predict on them.
-step export_images python -m imdlbenco_maskclip export "sample:test#sd3" --out "${out}/images"
+step export_images python -m imdlbenco_maskclip export "sample:test#sd3" --output "${out}/images"
 step predict python -m imdlbenco_maskclip predict --checkpoint_path "${out}/train" \
     --output_dir "${out}/predict" --num_workers 0 "${out}/images/Tp"
 

@@ -1,14 +1,27 @@
 import os
+import shutil
+import tempfile
 
 # No test may reach a model or dataset hub: everything they load is made on the spot.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The embedded sample is built in a folder of this session, not the user's cache; set in
+# os.environ so that the torchrun and CLI subprocesses the tests start use it too.
+CACHE = tempfile.mkdtemp(prefix="imdlbenco_maskclip_test_cache_")
+os.environ["IMDLBENCO_MASKCLIP_CACHE"] = CACHE
 
 import builtins
 import socket
 
 import pytest
+import torch
+
+import IMDLBenCo.training_scripts.utils.misc as misc
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +29,20 @@ def keep_builtin_print(monkeypatch):
     """In-process init_distributed_mode lets BenCo wrap builtins.print with timestamps,
     which would leak into the printed paths that later tests read."""
     monkeypatch.setattr(builtins, "print", builtins.print)
+
+
+@pytest.fixture(autouse=True)
+def unpatched_benco(monkeypatch):
+    """Each test starts from BenCo as released: what compat.apply_patches (run by every
+    in-process init_distributed_mode) replaced is put back after the test."""
+    from imdlbenco_maskclip import compat
+    monkeypatch.setattr(misc.SmoothedValue, "synchronize_between_processes",
+                        misc.SmoothedValue.synchronize_between_processes)
+    for name in ("all_reduce_mean", "all_reduce", "init_distributed_mode"):
+        monkeypatch.setattr(misc, name, getattr(misc, name))
+    monkeypatch.setattr(torch.cuda, "synchronize", torch.cuda.synchronize)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", torch.nn.parallel.DistributedDataParallel)
+    monkeypatch.setattr(compat, "_applied", compat._applied)
 
 
 @pytest.fixture

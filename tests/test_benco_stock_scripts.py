@@ -14,7 +14,7 @@ import torch
 from IMDLBenCo.cli_funcs import cli_init
 from IMDLBenCo.utils.paths import BencoPath
 
-from imdlbenco_maskclip.datasets.commands import main_export
+from imdlbenco_maskclip.cli import main as benco_maskclip
 
 STOCK_IMPORT = "from mymodel import MyModel"
 OUR_IMPORT = "import imdlbenco_maskclip.cpu"
@@ -69,7 +69,7 @@ def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch
     # Hidden GPUs make a CUDA machine the machine without CUDA that this path is for.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
 
-    assert main_export(["sample:test#sdxl", "--out", str(project / "sdxl")]) == 0
+    assert benco_maskclip(["export", "sample:test#sdxl", "--output", str(project / "sdxl")]) == 0
     (project / "balanced_dataset.json").write_text(json.dumps([["OpenSDID", "sample:train#sd15"]]))
     (project / "test_datasets.json").write_text(json.dumps({"sdxl": str(project / "sdxl" / "sdxl.json")}))
 

@@ -13,7 +13,6 @@ from IMDLBenCo.training_scripts.trainer import train_one_epoch
 
 from imdlbenco_maskclip import compat
 
-compat.apply_patches()
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="shows a failure that only a CPU-only machine has")
 
 
@@ -102,8 +101,9 @@ def test_metric_logger_synchronises_on_gloo():
     compat.init_distributed_mode(single_process_args())
     meter = misc.SmoothedValue()
     meter.update(3.0, n=2)
-    with pytest.raises(RuntimeError):
-        compat.ORIGINALS["synchronize_between_processes"](meter)  # device='cuda'
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):
+            compat.ORIGINALS["synchronize_between_processes"](meter)  # device='cuda'
     meter.synchronize_between_processes()
     assert (meter.count, meter.total) == (2, 3.0)
 
@@ -111,28 +111,9 @@ def test_metric_logger_synchronises_on_gloo():
 @no_cuda
 def test_cuda_synchronize_is_a_no_op_without_cuda():
     with pytest.raises((RuntimeError, AssertionError)):
-        compat.ORIGINALS["cuda_synchronize"]()
-    torch.cuda.synchronize()  # the patched one, as BenCo's trainer calls it
-
-
-def test_benco_checkpoint_resumes(tmp_path):
-    model = torch.nn.Linear(3, 1)
-    optimizer = torch.optim.Adam(model.parameters())
-    scaler = misc.NativeScalerWithGradNormCount()
-    args = argparse.Namespace(output_dir=str(tmp_path), resume="", start_epoch=0)
-    misc.save_model(args, 4, model, model, optimizer, scaler)
-    args.resume = str(tmp_path / "checkpoint-4.pth")
-
-    allowed = torch.serialization.get_safe_globals()
-    torch.serialization.clear_safe_globals()
-    try:
-        with pytest.raises(Exception, match="[Ww]eights only"):
-            misc.load_model(args, model, optimizer, scaler)
-    finally:
-        torch.serialization.add_safe_globals(allowed)
-    compat.allow_args_in_checkpoints()
-    misc.load_model(args, model, optimizer, scaler)
-    assert args.start_epoch == 5
+        torch.cuda.synchronize()
+    compat.apply_patches()
+    assert torch.cuda.synchronize() is None  # the patched one, as BenCo's trainer calls it
 
 
 class _TinySegmenter(torch.nn.Module):
@@ -230,6 +211,7 @@ def stock_script_args(device):
 
 
 def test_stock_scripts_init_uses_gloo_for_a_cpu_device_under_torchrun(torchrun_env):
+    compat.apply_patches()
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):  # torch.cuda.set_device without a CUDA driver
             compat.ORIGINALS["init_distributed_mode"](stock_script_args("cpu"))
@@ -243,6 +225,7 @@ def test_stock_scripts_init_uses_gloo_for_a_cpu_device_under_torchrun(torchrun_e
 
 def test_stock_scripts_init_is_bencos_own_for_a_cuda_device(two_fake_gpus, torchrun_env, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
+    compat.apply_patches()
     args = stock_script_args("cuda")
     misc.init_distributed_mode(args)
     assert args.distributed is True and args.dist_backend == "nccl"
@@ -263,6 +246,7 @@ def test_ddp_takes_the_stock_scripts_device_ids_for_a_cpu_module():
 
 
 def test_ddp_keeps_device_ids_for_a_module_off_the_cpu(monkeypatch):
+    compat.apply_patches()
     seen = {}
     monkeypatch.setattr(compat.ORIGINALS["DistributedDataParallel"], "__init__",
                         lambda self, module, device_ids=None, output_device=None, *a, **k:

@@ -1,13 +1,15 @@
 """MaskCLIP on the ``tiny`` setting: BenCo contract, frozen CLIP, ablations, weights, precision."""
 import inspect
 import types
+import warnings
 
 import pytest
 import torch
 
 import imdlbenco_maskclip  # noqa: F401  (registers MaskCLIP)
 from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, WeightSourceError, list_settings
-from imdlbenco_maskclip.model_zoo.maskclip.maskclip import VCA, VSA, TVCA, ConcatFusion, FixedPrompts, PromptLearner
+from imdlbenco_maskclip.model_zoo.maskclip.maskclip import (VCA, VSA, TVCA, ClassTokenMean, FixedPrompts, MaskHead,
+                                                            PromptLearner)
 
 IMAGE_SIZE = 64
 
@@ -64,7 +66,7 @@ def test_benco_argparser_builds_the_model():
         ["--model_setting", "tiny", "--use_vsa", "0", "--edge_weight", "1.5", "--image_size", "64"])
     assert (args.model_setting, args.use_vsa, args.edge_weight) == ("tiny", 0, 1.5)
     model = MaskCLIP(**vars(args))
-    assert model.edge_weight == 1.5 and not hasattr(model, "vsa")
+    assert model.edge_weight == 1.5 and isinstance(model.vsa, ClassTokenMean)
 
 
 @pytest.mark.parametrize("with_edge_mask", [True, False])
@@ -113,7 +115,7 @@ def test_clip_frozen_while_everything_else_trains():
         assert torch.equal(value, clip_before[key]), key
     unchanged = [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, trainable_before[n])]
     assert unchanged == []
-    for part in ("prompts.ctx", "fusions.", "vsa.", "mask_head.", "decoder.", "pixel_encoder."):
+    for part in ("prompts.ctx", "fusions.", "vsa.", "tvca.", "mask_head.", "decoder.", "pixel_encoder."):
         assert any(name.startswith(part) for name in trainable_before), part
 
 
@@ -219,30 +221,70 @@ def test_prompt_learning_off_uses_fixed_prompts():
     model(**make_batch())["backward_loss"].backward()
 
 
-def test_vsa_off_uses_projected_last_class_token():
+def test_vsa_off_averages_the_class_tokens_without_attention():
     model = tiny(use_vsa=0)
-    assert not hasattr(model, "vsa") and not modules_of(model, VSA)
-    assert torch.equal(model.cls_proj.weight, torch.eye(model.cls_proj.in_features))
+    assert isinstance(model.vsa, ClassTokenMean) and not modules_of(model, VSA)
+    assert isinstance(tiny().vsa, VSA)
     model(**make_batch())["backward_loss"].backward()
-    assert model.cls_proj.weight.grad.abs().sum() > 0
+    assert model.vsa.proj.weight.grad.abs().sum() > 0
+    cls_tokens = torch.randn(2, 3, model.vsa.proj.in_features)
+    assert torch.allclose(model.vsa(cls_tokens), cls_tokens.mean(dim=1) @ model.vsa.proj.weight.t())
 
 
-def test_vca_off_concatenates_instead_of_attending():
-    model = tiny(use_vca=0)
-    assert not modules_of(model, VCA)
-    assert len(model.fusions) == len(model.clip_layers)
-    assert all(isinstance(fusion, ConcatFusion) for fusion in model.fusions)
-    assert all(isinstance(fusion, VCA) for fusion in tiny().fusions)
-    model(**make_batch())["backward_loss"].backward()
+def test_vca_off_leaves_the_pixel_encoder_alone():
+    model = tiny(use_vca=0).eval()
+    assert not modules_of(model, VCA) and not hasattr(model, "fusions")
+    assert len(tiny().fusions) == len(tiny().clip_layers)
+    batch = make_batch()
+    # Without VCA, CLIP's patch tokens cannot reach the mask: changing the CLIP tower changes
+    # only the detection logits.
+    with torch.no_grad():
+        before = model(**batch)
+        model.clip.visual.conv1.weight.mul_(2.0)
+        after = model(**batch)
+    assert torch.equal(before["pred_mask"], after["pred_mask"])
+    assert not torch.equal(before["pred_label"], after["pred_label"])
 
 
-def test_tvca_off_uses_a_plain_conv_head():
+def test_tvca_off_feeds_the_decoder_map_straight_to_the_mask_head():
     model = tiny(use_tvca=0)
-    assert not modules_of(model, TVCA)
-    assert isinstance(model.mask_head, torch.nn.Conv2d) and model.mask_head.out_channels == 1
-    assert model.mask_head.kernel_size == (1, 1)
+    assert not modules_of(model, TVCA) and isinstance(model.mask_head, MaskHead)
     out = model(**make_batch())
     assert out["pred_mask"].shape == (2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    out["backward_loss"].backward()
+    assert model.prompts.ctx.grad is not None  # the detection head still trains the prompts
+
+
+def test_tvca_adds_one_text_conditioned_vector_to_every_pixel():
+    model = tiny().eval()
+    feature_map = torch.randn(2, model.tvca.text_proj.out_features, 8, 8)
+    with torch.no_grad():
+        shifted = model.tvca(feature_map, model._text_features()[1]) - feature_map
+    assert torch.allclose(shifted, shifted[:, :, :1, :1].expand_as(shifted), atol=1e-6)
+    assert not torch.allclose(shifted[0], shifted[1])  # the attended vector depends on the image
+
+
+def test_detection_heads():
+    batch = make_batch()
+    authors, cosine = tiny().eval(), tiny(detection_head="cosine").eval()
+    with torch.no_grad():
+        text = authors._text_features()
+        embedding = authors.vsa(torch.randn(4, len(authors.clip_layers), authors.vsa.proj.in_features) * 50)
+        assert torch.allclose(authors._detection_logits(embedding, text), embedding @ text.t())
+        bounded = cosine._detection_logits(embedding, text)
+        assert bounded.abs().max() <= cosine.clip.logit_scale.exp() + 1e-4
+        assert torch.isfinite(cosine(**batch)["backward_loss"])
+    with pytest.raises(ValueError, match="--detection_head"):
+        tiny(detection_head="linear")
+
+
+def test_clip_layers_flag_overrides_the_setting():
+    model = tiny(clip_layers="3,3,0")
+    assert model.clip_layers == [3, 3, 0]
+    assert model(**make_batch())["pred_mask"].shape == (2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    for bad in ("1,x,3", "1,2,9"):
+        with pytest.raises(ValueError, match="--clip_layers"):
+            tiny(clip_layers=bad)
 
 
 @pytest.mark.parametrize("flag", ["prompt_learning", "use_vsa", "use_vca", "use_tvca", "grad_checkpointing"])
@@ -278,12 +320,11 @@ def test_clip_weights_load_from_a_state_dict_file(tmp_path):
 
 
 def mae_style_checkpoint(encoder) -> dict:
-    """The tiny encoder's weights laid out like the MAE release: class token, flat positions, no rel-pos."""
+    """The tiny encoder's weights laid out like the MAE release: class token, final norm, no rel-pos."""
     weights = {k: v for k, v in encoder.state_dict().items() if "rel_pos" not in k}
-    grid = weights["pos_embed"]
-    weights["pos_embed"] = torch.cat([torch.zeros(1, 1, grid.shape[-1]), grid.flatten(1, 2)], dim=1)
-    weights["cls_token"] = torch.zeros(1, 1, grid.shape[-1])
-    weights["norm.weight"] = torch.ones(grid.shape[-1])
+    width = weights["pos_embed"].shape[-1]
+    weights.update({"cls_token": torch.zeros(1, 1, width), "norm.weight": torch.ones(width),
+                    "norm.bias": torch.zeros(width)})
     return {"model": weights}
 
 
@@ -299,15 +340,31 @@ def test_pixel_weights_load_from_an_mae_style_file(tmp_path, capsys):
     for key, value in source.pixel_encoder.state_dict().items():
         if "rel_pos" not in key:
             assert torch.equal(loaded.pixel_encoder.state_dict()[key], value), key
-    report = capsys.readouterr().out
-    assert "tiny_mae.pth" in report and "rel_pos" in report and "cls_token" in report
+        else:
+            assert not loaded.pixel_encoder.state_dict()[key].any(), key  # new to MAE: zero
+    assert "tiny_mae.pth" in capsys.readouterr().out
 
-    # At another input size the positions are resized to the new grid.
+    # At another input size the pretrained table is kept and resampled to the grid on each forward.
     larger = MaskCLIP(model_setting="tiny", image_size=2 * IMAGE_SIZE, pixel_pretrained=str(path))
-    assert larger.pixel_encoder.pos_embed.shape[1:3] == (8, 8)
-    resized = torch.nn.functional.interpolate(source.pixel_encoder.pos_embed.permute(0, 3, 1, 2), size=(8, 8),
-                                              mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-    assert torch.allclose(larger.pixel_encoder.pos_embed, resized, atol=1e-6)
+    encoder = larger.pixel_encoder
+    assert torch.equal(encoder.pos_embed, source.pixel_encoder.pos_embed)
+    image = torch.randn(1, 3, 2 * IMAGE_SIZE, 2 * IMAGE_SIZE)
+    with torch.no_grad():
+        positions = encoder.embed(image)[0] - encoder.patch_embed(image)
+    table = source.pixel_encoder.pos_embed[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(table, size=(8, 8), mode="bicubic", align_corners=False)
+    assert torch.allclose(positions, expected.permute(0, 2, 3, 1).expand_as(positions), atol=1e-5)
+
+
+def test_pixel_weight_file_is_read_strictly(tmp_path):
+    checkpoint = mae_style_checkpoint(tiny().pixel_encoder)
+    path = tmp_path / "mae.pth"
+    torch.save({"model": dict(checkpoint["model"], **{"decoder_pred.weight": torch.zeros(2)})}, path)
+    with pytest.raises(WeightSourceError, match="--pixel_pretrained.*decoder_pred.weight"):
+        tiny(pixel_pretrained=str(path))
+    torch.save({"model": {k: v for k, v in checkpoint["model"].items() if k != "blocks.1.mlp.fc2.bias"}}, path)
+    with pytest.raises(WeightSourceError, match="--pixel_pretrained.*blocks.1.mlp.fc2.bias"):
+        tiny(pixel_pretrained=str(path))
 
 
 @pytest.mark.parametrize("flag", ["clip_pretrained", "pixel_pretrained"])
@@ -390,7 +447,8 @@ def test_runs_inside_benco_train_one_epoch(monkeypatch):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     args = types.SimpleNamespace(if_not_amp=True, accum_iter=1, if_predict_label=True,
                                  lr=1e-3, min_lr=0.0, warmup_epochs=0, epochs=1)
-    with pytest.warns(UserWarning):  # GradScaler without CUDA disables itself
+    with warnings.catch_warnings():  # BenCo's torch.cuda.amp.GradScaler warns: deprecated, or no CUDA
+        warnings.simplefilter("ignore")
         scaler = misc.NativeScalerWithGradNormCount()
     stats = train_one_epoch(model, [make_batch(), make_batch()], optimizer, torch.device("cpu"), 0, scaler,
                             log_writer=None, args=args)

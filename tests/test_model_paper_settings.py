@@ -26,7 +26,7 @@ def test_vitl14_mae_matches_the_paper_size(vitl14_mae):
     assert abs(trainable_parameters(vitl14_mae) - PAPER_TRAINABLE_VITL14_MAE) < 0.1 * PAPER_TRAINABLE_VITL14_MAE
     assert vitl14_mae.clip.visual.transformer.width == 1024 and len(vitl14_mae.clip.visual.transformer.resblocks) == 24
     assert uses_quick_gelu(vitl14_mae)  # OpenAI weights were trained with QuickGELU
-    assert vitl14_mae.pixel_encoder.pos_embed.shape == (1, 32, 32, 768)
+    assert vitl14_mae.pixel_encoder.pos_embed.shape == (1, 1 + 14 * 14, 768)  # MAE's table, resampled per forward
     global_blocks = [i for i, block in enumerate(vitl14_mae.pixel_encoder.blocks) if block.window_size == 0]
     assert global_blocks == [2, 5, 8, 11]
     assert not any(p.requires_grad for p in vitl14_mae.clip.parameters())
@@ -66,11 +66,11 @@ def paper_pixel_encoder(setting: str):
     from imdlbenco_maskclip.model_zoo.maskclip import load_setting
     from imdlbenco_maskclip.model_zoo.maskclip.pixel_encoders import build_pixel_encoder
 
-    pixel_setting = load_setting(setting)["pixel_encoder"]
-    return build_pixel_encoder(pixel_setting, image_size=512), pixel_setting
+    setting = load_setting(setting)
+    return build_pixel_encoder(setting["pixel_encoder"], image_size=512), setting
 
 
-def test_mae_release_layout_loads_into_the_windowed_encoder(tmp_path, capsys):
+def test_mae_release_layout_loads_into_the_windowed_encoder(tmp_path):
     """timm's ViT-B/16 keys are the MAE release's: class token, 14x14 positions, final norm."""
     import timm
     from imdlbenco_maskclip.model_zoo.maskclip.pretrained import load_pixel_weights
@@ -78,15 +78,12 @@ def test_mae_release_layout_loads_into_the_windowed_encoder(tmp_path, capsys):
     mae = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
     path = tmp_path / "mae_pretrain_vit_base.pth"
     torch.save({"model": mae.state_dict()}, path)
-    encoder, pixel_setting = paper_pixel_encoder("vitl14_mae")
-    load_pixel_weights(encoder, pixel_setting, str(path))
+    encoder, setting = paper_pixel_encoder("vitl14_mae")
+    load_pixel_weights(encoder, setting, str(path))  # strict: raises on any tensor left over
 
     assert torch.equal(encoder.blocks[11].mlp.fc2.weight, mae.blocks[11].mlp.fc2.weight)
     assert torch.equal(encoder.patch_embed.proj.weight, mae.patch_embed.proj.weight)
-    assert encoder.pos_embed.shape == (1, 32, 32, 768) and encoder.pos_embed.abs().sum() > 0
-    report = capsys.readouterr().out
-    assert "warning" not in report  # only the relative positions are new
-    assert "24 missing keys" in report and "cls_token" in report  # rel_pos_h/w of 12 blocks
+    assert torch.equal(encoder.pos_embed, mae.pos_embed)
 
 
 def test_sam_layout_loads_into_the_windowed_encoder(tmp_path):
@@ -99,10 +96,11 @@ def test_sam_layout_loads_into_the_windowed_encoder(tmp_path):
         sam.blocks[2].attn.rel_pos_h.normal_()
     path = tmp_path / "sam_vit_b.pth"
     torch.save(sam.state_dict(), path)
-    encoder, pixel_setting = paper_pixel_encoder("vitl14_sam")
-    load_pixel_weights(encoder, pixel_setting, str(path))
+    encoder, setting = paper_pixel_encoder("vitl14_sam")
+    load_pixel_weights(encoder, setting, str(path))
 
     assert encoder.blocks[2].attn.rel_pos_h.shape == (63, 64)
     assert encoder.blocks[2].attn.rel_pos_h.abs().sum() > 0  # resized from SAM's, not left at zero
     assert torch.equal(encoder.blocks[0].attn.rel_pos_h, sam.blocks[0].attn.rel_pos_h)  # windowed: same size
     assert torch.equal(encoder.blocks[5].attn.qkv.weight, sam.blocks[5].attn.qkv.weight)
+    assert torch.equal(encoder.pos_embed, sam.pos_embed.flatten(1, 2))

@@ -17,12 +17,14 @@ SIZE = 64
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
-def save_checkpoint(path, padding=False, clip_pretrained="none"):
-    """A checkpoint as `benco-maskclip train` writes it: BenCo's save_model dict with the flags."""
+def save_checkpoint(path, padding=False, clip_pretrained="none", mask_bias=0.0):
+    """A checkpoint as `benco-maskclip train` writes it: BenCo's save_model dict with the flags.
+    ``mask_bias`` shifts every mask logit (negative: most pixels unmarked)."""
     torch.manual_seed(0)
     model = MaskCLIP(model_setting="tiny", image_size=SIZE, clip_pretrained="none", pixel_pretrained="none")
     for parameter in model.parameters():  # zero-initialised parts would make every mask flat
         parameter.data.add_(torch.randn_like(parameter) * 0.05)
+    model.mask_head.predict.bias.data.add_(mask_bias)
     model_args = {"model_setting": "tiny", "image_size": SIZE, "clip_pretrained": clip_pretrained,
                   "pixel_pretrained": "none"}
     args = argparse.Namespace(model="MaskCLIP", model_args=model_args, image_size=SIZE,
@@ -144,7 +146,7 @@ def test_pad_mode_crops_small_images_and_shrinks_large_ones(tmp_path):
 
 def test_exif_rotated_photos_are_predicted_upright_and_a_file_named_twice_once(tmp_path):
     checkpoint = tmp_path / "model.pth"
-    save_checkpoint(checkpoint)
+    save_checkpoint(checkpoint, mask_bias=-2.0)  # the overlay must show the photo in most places
     folder = tmp_path / "phone"
     folder.mkdir()
     stored = photo(60, 120, 7)  # 120 wide as stored; EXIF 6 says: turn 90 degrees clockwise to view
@@ -167,12 +169,12 @@ def test_exif_rotated_photos_are_predicted_upright_and_a_file_named_twice_once(t
 
 
 @pytest.mark.parametrize("case, message", [
-    ("missing_input", "no such file or folder"),
-    ("no_images", "no image files"),
-    ("bare_state_dict", "holds no training flags"),
+    ("missing_input", "nowhere"),
+    ("no_images", "empty"),
+    ("bare_state_dict", "--checkpoint_path"),
     ("bad_threshold", "--threshold"),
-    ("bad_device", "--device gpu0: "),
-    ("bad_batch_size", "--batch_size 0"),
+    ("bad_device", "--device gpu0"),
+    ("bad_batch_size", "--batch_size"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
     checkpoint = tmp_path / "model.pth"
@@ -195,4 +197,26 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, case, message):
         extra = ["--device", "gpu0"]
     rc = main(["predict", "--checkpoint_path", str(checkpoint), "--output_dir", str(tmp_path / "out"),
                "--device", "cpu", *extra, *inputs])
-    assert rc == 2 and message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("benco-maskclip predict: error: ") and message in err
+
+
+def test_a_model_without_image_level_output_predicts_masks_and_na(tmp_path, images):
+    """BenCo's IML-ViT needs its edge mask and gives no pred_label: masks, and n/a for P(fake)."""
+    from IMDLBenCo.registry import MODELS
+    small = {"input_size": SIZE, "embed_dim": 48, "fpn_channels": 16, "mlp_embeding_dim": 16}
+    torch.manual_seed(0)
+    model = MODELS.get("IML_ViT")(**small)
+    # Its weight source as saved at training time, a file absent here: predict must not read it.
+    model_args = {**small, "vit_pretrain_path": str(tmp_path / "mae_weights_not_here.pth")}
+    args = argparse.Namespace(model="IML_ViT", model_args=model_args, image_size=SIZE, if_padding=False,
+                              if_resizing=True, edge_mask_width=7)
+    torch.save({"model": model.state_dict(), "epoch": 0, "args": args}, tmp_path / "iml_vit.pth")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint_path", str(tmp_path / "iml_vit.pth"), "--output_dir", str(out),
+                 "--device", "cpu", "--num_workers", "0", str(images / "a" / "x.png")]) == 0
+    rows = read_rows(out)
+    assert [(row["name"], row["fake_probability"], row["predicted_fake"]) for row in rows] == [("x", "n/a", "n/a")]
+    saved = json.loads((out / "predictions.json").read_text())["predictions"][0]
+    assert saved["fake_probability"] is None and saved["predicted_fake"] is None
+    assert Image.open(out / "masks" / "x.png").size == (100, 80)

@@ -128,33 +128,48 @@ def _build_in(cache_dir, queue):
     queue.put(str(sample_mod.ensure_sample()))
 
 
-def test_two_processes_asking_at_once_get_one_complete_sample(tmp_path):
+def test_two_processes_asking_at_once_get_one_sample_built_once(tmp_path, monkeypatch):
+    builds = tmp_path / "builds"
+    builds.mkdir()
+    build = sample_mod.build_sample
+
+    def slow_build_recorded(out_dir):
+        import os
+        import time
+        (builds / str(os.getpid())).touch()
+        time.sleep(1.0)  # both processes are asking meanwhile
+        return build(out_dir)
+
+    monkeypatch.setattr(sample_mod, "build_sample", slow_build_recorded)  # inherited by the forked processes
+    cache = tmp_path / "cache"
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_build_in, args=(str(tmp_path), queue)) for _ in range(2)]
+    procs = [ctx.Process(target=_build_in, args=(str(cache), queue)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
+    assert len(list(builds.iterdir())) == 1  # the second waited for the first, then read its sample
     paths = {queue.get(timeout=5) for _ in procs}
-    assert paths == {str(tmp_path / f"opensdid_sample_v{sample_mod.SAMPLE_VERSION}")}
+    assert paths == {str(cache / f"opensdid_sample_v{sample_mod.SAMPLE_VERSION}")}
     root = Path(paths.pop())
     manifest = json.loads((root / "manifest.json").read_text())
     for split in manifest["splits"].values():
         for rel, digest in split["files"].items():
             assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == digest
-    assert not list(tmp_path.glob(".opensdid_sample_v*.tmp-*"))
+    assert not list(cache.glob(".opensdid_sample_v*.tmp-*"))
 
 
 def test_sample_and_preview_commands(cache, tmp_path, capsys):
-    from imdlbenco_maskclip.datasets.commands import main_preview, main_sample
-    assert main_sample([]) == 0
+    from imdlbenco_maskclip.cli import main
+    assert main(["sample"]) == 0
     assert capsys.readouterr().out.strip() == str(sample_mod.sample_dir())
     out = tmp_path / "grid.png"
-    assert main_preview(["sample:test#sd3", "-n", "8", "--out", str(out)]) == 0
+    assert main(["preview", "sample:test#sd3", "-n", "8", "--output", str(out)]) == 0
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.width > 600 and im.height > 400
+        # 3.2 x 3.4 inches per cell at 90 dpi: 8 samples in the default 4 columns are 2 rows
+        assert im.format == "PNG" and im.size == (1152, 612)
         pixels = np.asarray(im.convert("RGB"))
     # The red outlines of the partial edits are drawn.
     assert ((pixels[:, :, 0] > 200) & (pixels[:, :, 1] < 60) & (pixels[:, :, 2] < 60)).sum() > 100

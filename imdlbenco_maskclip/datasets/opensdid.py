@@ -29,9 +29,14 @@ decoding anything): a row is a *partial* fake when ``label == 1`` and its key
 contains ``partial``; its mask is required and is used as given (RGB uint8,
 BenCo binarises mean > 127.5). Any other fake is fully generated: its mask is
 all 255. A real has an all-zero mask. Masks stored on reals or on fully
-generated fakes are not used (the authors' loader does the same); how many
-were ignored is warned once at construction. The ``pixel`` subset is exactly
-the partial fakes.
+generated fakes are not used; how many were ignored is warned once at
+construction. The ``pixel`` subset is exactly the partial fakes.
+
+The authors' loader (their ``hf_datasets.py``) differs: it uses a stored mask on
+any fake, partial or not (all 255 only where none is stored), and its pixel
+subset keeps the rows whose key holds both ``partial`` and ``fake``, whatever the
+label. On the hub data, where only partial fakes carry masks and their keys hold
+``fake``, both readings give the same masks and subsets.
 
 Bad data. Checks that need no decoding (label not 0/1, key segment ``real`` or
 ``fake`` contradicting the label, a partial fake with no mask, a row with no
@@ -59,6 +64,8 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
+from ..errors import UserError
+
 OPENSDID_SPLITS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 OPENSDID_COLUMNS = ("key", "image", "mask", "label")
 SAMPLE_SOURCES = ("sample:train", "sample:test")
@@ -68,20 +75,18 @@ _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}\.parquet$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class BadSampleError(ValueError):
-    """One row of an OpenSDID source that cannot be used; ``key`` names it."""
+class BadSampleError(UserError):
+    """One row of an OpenSDID source that cannot be used; ``key`` names it.
+
+    A DataLoader worker's error reaches the main process rebuilt from its traceback text,
+    as ``BadSampleError(text)``: ``key`` and ``reason`` are then None.
+    """
+
+    hint = "--on_bad_sample skip leaves such samples out, counted and listed"
 
     def __init__(self, key, reason=None):
-        if reason is None:
-            # Rebuilt by torch's DataLoader from a worker's traceback text: keep its last line,
-            # the original message, so the error still reads as one line.
-            message = str(key).strip().splitlines()[-1].split("BadSampleError: ", 1)[-1]
-            super().__init__(message)
-            self.key, self.reason = None, message
-            return
-        super().__init__(f"OpenSDID sample {key!r}: {reason}")
-        self.key = key
-        self.reason = reason
+        super().__init__(key if reason is None else f"OpenSDID sample {key!r}: {reason}")
+        self.key, self.reason = (None, None) if reason is None else (key, reason)
 
 
 class OpenSDIDWarning(UserWarning):
@@ -183,6 +188,8 @@ def _has_image_data(column):
         for field in ("bytes", "path"):
             if column.type.get_field_index(field) >= 0:
                 child = pc.struct_field(column, field)
+                if pa.types.is_null(child.type):  # all None: written by pyarrow or pandas, not HF datasets
+                    continue
                 parts.append(pc.fill_null(pc.greater(pc.binary_length(child), 0), False))
         if parts:
             anything = parts[0] if len(parts) == 1 else pc.or_(parts[0], parts[1])

@@ -147,7 +147,7 @@ def write_sample(out_dir):
         try:
             os.rename(tmp, out_dir)
         except OSError:
-            # Another process (without the lock, e.g. an explicit --out) finished first.
+            # Another process (without the lock, e.g. an explicit --output) finished first.
             if not (out_dir / "manifest.json").is_file():
                 raise
     finally:

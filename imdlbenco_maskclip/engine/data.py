@@ -24,7 +24,7 @@ from IMDLBenCo.datasets import BalancedDataset, JsonDataset
 from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
 from ..datasets.opensdid import parse_source
-from .options import ConfigError
+from ..errors import UserError
 
 
 def post_function(model_name):
@@ -37,19 +37,28 @@ def post_function(model_name):
 
 
 def train_transform(args):
-    """The paper's augmentations (blur, JPEG, random scale, flips, crop) in albumentations 1.3.0.
+    """The training augmentations ``--augment`` names, in albumentations 1.3.0; BenCo's resize or
+    pad runs after them.
 
-    BenCo's resize/pad runs after these. In pad mode a random crop to --image_size comes
-    first (the paper's random 512 crop), so BenCo's top-left crop never cuts the same
-    corner; padding added here counts as authentic content (``shape_mask`` is for testing).
+    ``paper``: the paper's list (blur, JPEG, random scale, flips, and in pad mode a random crop
+    to --image_size, the paper's random 512 crop, so BenCo's top-left crop never cuts the same
+    corner; padding added here counts as authentic content). ``authors``: the list of the
+    authors' train.py, which adds brightness/contrast and rotate-90 and has no crop.
+    ``benco``: BenCo's own list, with its copy-move and inpainting that add manipulated regions.
     """
-    steps = [
-        albu.RandomScale(scale_limit=0.2, p=1),
-        albu.HorizontalFlip(p=0.5),
-        albu.VerticalFlip(p=0.5),
-        albu.ImageCompression(quality_lower=70, quality_upper=100, p=0.2),
-        albu.GaussianBlur(blur_limit=(3, 7), p=0.2),
-    ]
+    if args.augment == "none":
+        return None
+    if args.augment == "benco":
+        from IMDLBenCo.transforms import get_albu_transforms
+
+        return get_albu_transforms("train")
+    scale_and_flips = [albu.RandomScale(scale_limit=0.2, p=1), albu.HorizontalFlip(p=0.5), albu.VerticalFlip(p=0.5)]
+    jpeg = albu.ImageCompression(quality_lower=70, quality_upper=100, p=0.2)
+    blur = albu.GaussianBlur(blur_limit=(3, 7), p=0.2)
+    if args.augment == "authors":
+        brightness_contrast = albu.RandomBrightnessContrast(brightness_limit=(-0.1, 0.1), contrast_limit=0.1, p=1)
+        return albu.Compose(scale_and_flips + [brightness_contrast, jpeg, albu.RandomRotate90(p=0.5), blur])
+    steps = scale_and_flips + [jpeg, blur]
     if args.if_padding:
         size = args.image_size
         steps += [albu.PadIfNeeded(size, size, border_mode=cv2.BORDER_CONSTANT, value=0, mask_value=0),
@@ -61,18 +70,27 @@ def _is_json_file(path):
     return str(path).endswith(".json") and os.path.isfile(path)
 
 
-def _read_json_list(path, flag):
-    """A BenCo dataset JSON's entries; a file that is not one is an error naming ``flag``."""
+def read_json(path, flag):
+    """A JSON file the user named; one that cannot be read or does not parse names ``flag``,
+    the file and the line."""
     try:
         with open(path) as f:
-            entries = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{flag} {path!r}: {exc}") from exc
+            return json.load(f)
+    except OSError as exc:
+        raise UserError(f"{flag} {path!r}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{flag} {path!r}: not valid JSON at line {exc.lineno}, column {exc.colno} "
+                        f"({exc.msg})") from None
+
+
+def _read_json_list(path, flag):
+    """A BenCo dataset JSON's entries; a file that is not one is an error naming ``flag``."""
+    entries = read_json(path, flag)
     if not (isinstance(entries, list) and entries
             and all(isinstance(e, list) and len(e) == 2 for e in entries)):
-        raise ConfigError(f"{flag} {path!r}: a BenCo dataset JSON is a non-empty list of pairs, [[tp, gt], ...] "
-                          f"(JsonDataset) or [[dataset, path], ...] (BalancedDataset); fix the file or pass a "
-                          f"dataset source")
+        raise UserError(f"{flag} {path!r}: a BenCo dataset JSON is a non-empty list of pairs, [[tp, gt], ...] "
+                        f"(JsonDataset) or [[dataset, path], ...] (BalancedDataset)",
+                        hint="fix the file or pass a dataset source")
     return entries
 
 
@@ -82,9 +100,9 @@ def _check_listed_files(path, entries, flag):
     file would stop a run in the middle of an epoch."""
     missing = [p for tp, gt in entries for p in (tp, gt) if p != "Negative" and not os.path.isfile(p)]
     if missing:
-        raise ConfigError(f"{flag} {path!r}: {len(missing)} of the files it lists do not exist, e.g. "
-                          f"{missing[:3]}; BenCo reads relative paths from the current directory "
-                          f"({os.getcwd()}): fix the paths (absolute ones are safest) or run from their folder")
+        raise UserError(f"{flag} {path!r}: {len(missing)} of the files it lists do not exist, e.g. "
+                        f"{missing[:3]}; BenCo reads relative paths from the current directory "
+                        f"({os.getcwd()}): fix the paths (absolute ones are safest) or run from their folder")
 
 
 def _check_takes_benco_arguments(cls, path, kwargs, where):
@@ -94,9 +112,9 @@ def _check_takes_benco_arguments(cls, path, kwargs, where):
     try:
         inspect.signature(cls).bind(path, **kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{where}: {cls.__name__} cannot be built with BenCo's dataset arguments ({exc}); "
-                          f"its constructor must take (path, {', '.join(kwargs)}), as BenCo's "
-                          f"AbstractDataset does") from None
+        raise UserError(f"{where}: {cls.__name__} cannot be built with BenCo's dataset arguments ({exc}); "
+                        f"its constructor must take (path, {', '.join(kwargs)}), as BenCo's "
+                        f"AbstractDataset does") from None
 
 
 def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
@@ -114,16 +132,16 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
             cls = BalancedDataset  # it builds each entry's class with these arguments
             for name, entry_path in entries:
                 if not DATASETS.has(str(name)):
-                    raise ConfigError(f"{flag} {path!r}: entry {name!r} is not registered in IMDLBenCo "
-                                      f"DATASETS; choose one of {sorted(DATASETS.module_dict)}")
+                    raise UserError(f"{flag} {path!r}: entry {name!r} is not registered in IMDLBenCo "
+                                    f"DATASETS; choose one of {sorted(DATASETS.module_dict)}")
                 where = f"{flag} {path!r}: entry {name!r}"
                 _check_takes_benco_arguments(DATASETS.get(name), entry_path, kwargs, where)
                 if DATASETS.get(name) is JsonDataset:
                     _check_listed_files(entry_path, _read_json_list(entry_path, where), where)
         if args.on_bad_sample == "skip":
-            raise ConfigError(f"--on_bad_sample skip: BenCo's {cls.__name__} ({flag} {path!r}) cannot skip bad "
-                              f"samples (it builds its datasets with its own arguments); fix the data, or use "
-                              f"an OpenSDID source")
+            raise UserError(f"--on_bad_sample skip: BenCo's {cls.__name__} ({flag} {path!r}) cannot skip bad "
+                            f"samples (it builds its datasets with its own arguments); fix the data, or use "
+                            f"an OpenSDID source")
     else:
         cls = DATASETS.get(args.dataset)
         takes = inspect.signature(cls).parameters
@@ -132,15 +150,15 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
         if "on_bad_sample" in takes:
             kwargs["on_bad_sample"] = args.on_bad_sample
         elif args.on_bad_sample == "skip":
-            raise ConfigError(f"--on_bad_sample skip: --dataset {args.dataset} cannot skip bad samples "
-                              f"(its constructor takes no on_bad_sample)")
+            raise UserError(f"--on_bad_sample skip: --dataset {args.dataset} cannot skip bad samples "
+                            f"(its constructor takes no on_bad_sample)")
         _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
     # The errors a bad source or split raises: missing files, unknown splits, bad data
     # (OpenSDID's are ValueErrors). Others are bugs and keep their traceback.
     try:
         return cls(path, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ConfigError(f"{flag} {path!r}: {exc}") from exc
+        raise UserError(f"{flag} {path!r}: {exc}") from exc
 
 
 def open_train_dataset(args):
@@ -159,11 +177,10 @@ def test_sources(args):
     """
     path = args.test_data_path
     if _is_json_file(path):
-        with open(path) as f:
-            entries = json.load(f)
+        entries = read_json(path, "--test_data_path")
         if not isinstance(entries, dict) or not entries:
-            raise ConfigError(f"--test_data_path {path}: a test JSON maps names to dataset paths, "
-                              f"e.g. {{\"sd15\": \"nebula/OpenSDI_test#sd15\"}}")
+            raise UserError(f"--test_data_path {path}: a test JSON maps names to dataset paths, "
+                            f"e.g. {{\"sd15\": \"nebula/OpenSDI_test#sd15\"}}")
         return {name: (p, None) for name, p in entries.items()}
     named = parse_source(path)[1]
     if named is not None:
@@ -178,7 +195,7 @@ def open_test_dataset(args, name, source, transform=None):
     flag = "--test_data_path" if split is None else "--test_data_path/--test_splits"
     dataset = open_dataset(path, args, transform, split=split, flag=f"{flag} [{name}]")
     if isinstance(dataset, BalancedDataset):
-        raise ConfigError(
+        raise UserError(
             f"--test_data_path [{name}] {path}: a BalancedDataset JSON cannot be a test set: it samples its "
             f"entries at random, with repeats, so the metrics would not cover every test image once (and a "
             f"robustness sweep's perturbations would not reach its images). Give this set a single dataset "
@@ -198,7 +215,7 @@ def skipped_samples(datasets):
     return {name: dict(dataset.skipped) for name, dataset in datasets.items() if getattr(dataset, "skipped", None)}
 
 
-def _pin(args):
+def pin_memory(args):
     return bool(args.pin_mem) and torch.device(args.device).type == "cuda"
 
 
@@ -209,10 +226,10 @@ def train_loader(dataset, args):
     else:
         sampler = RandomSampler(dataset)
     loader = DataLoader(dataset, sampler=sampler, batch_size=args.batch_size, num_workers=args.num_workers,
-                        pin_memory=_pin(args), drop_last=True)
+                        pin_memory=pin_memory(args), drop_last=True)
     if len(loader) == 0:
-        raise ConfigError(f"--batch_size {args.batch_size} x {misc.get_world_size()} process(es) is larger "
-                          f"than the training set ({len(dataset)} samples): no full batch to train on")
+        raise UserError(f"--batch_size {args.batch_size} x {misc.get_world_size()} process(es) is larger "
+                        f"than the training set ({len(dataset)} samples): no full batch to train on")
     return loader
 
 
@@ -224,4 +241,4 @@ def test_loader(dataset, args):
     else:
         sampler = SequentialSampler(dataset)
     return DataLoader(dataset, sampler=sampler, batch_size=args.test_batch_size, num_workers=args.num_workers,
-                      pin_memory=_pin(args), drop_last=args.distributed)
+                      pin_memory=pin_memory(args), drop_last=args.distributed)

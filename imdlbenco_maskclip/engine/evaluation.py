@@ -11,27 +11,44 @@ from torch.utils.tensorboard import SummaryWriter
 
 import IMDLBenCo.training_scripts.utils.misc as misc
 
-from . import data, gallery, reporting, runtime
-from .evaluators import build_evaluators, evaluate
+from .. import figures
+from . import checkpoints, data, reporting, runtime
+from .evaluators import build_evaluators, evaluate, partial_fake_indices
 
 
-def load_model(args, model_args, device, checkpoint):
-    """The model with the weights of ``checkpoint`` (a path from ``runtime.resolve_checkpoint``),
-    on ``device`` -> (model, the checkpoint's epoch or None)."""
-    model = runtime.build_model(args, runtime.without_weight_sources(model_args))
-    epoch = runtime.load_weights(model, checkpoint, args)
-    # No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce.
-    model.to(device)
-    return model, epoch
+def load_model(args, model_args, device):
+    """The model of ``--checkpoint_path`` (resolved by the flags), on ``device`` -> (model, epoch or None).
+    No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce."""
+    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    return model.to(device), epoch
+
+
+def write_logs(args, results, epoch, writers):
+    """Per set its own log.txt line (and close its TensorBoard writer), and one line for all."""
+    for name, writer in writers.items():
+        reporting.append_json_line(os.path.join(args.log_dir, name, "log.txt"),
+                                   {**{f"test_{k}": v for k, v in results[name].items()}, "epoch": epoch})
+        writer.close()
+    reporting.append_json_line(os.path.join(args.output_dir, "log.txt"),
+                               {**reporting.flat_stats(results, reporting.average(results)), "epoch": epoch})
+
+
+def draw_galleries(args, loaders, model, device, method):
+    drawn = []
+    for name, loader in loaders.items():
+        indices = partial_fake_indices(loader.dataset, args.gallery_size)
+        if indices:
+            drawn.append(figures.write_mask_gallery(os.path.join(args.output_dir, "masks", f"{name}.png"),
+                                                    loader.dataset, indices, model, device, f"{method} on {name}"))
+    if drawn:
+        print(f"[test] predicted masks: {', '.join(drawn)}")
 
 
 def run(args, model_args):
     device = runtime.start(args, "test")
-    # Resolved once, before opening data and building the model, so a bad path fails first.
-    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
     loaders = {name: data.test_loader(data.open_test_dataset(args, name, source), args)
                for name, source in data.test_sources(args).items()}
-    model, epoch = load_model(args, model_args, device, checkpoint)
+    model, epoch = load_model(args, model_args, device)
     epoch = epoch if isinstance(epoch, int) else 0
     main = misc.is_main_process()
     writers = {}
@@ -40,26 +57,14 @@ def run(args, model_args):
         writers = {name: SummaryWriter(log_dir=os.path.join(args.log_dir, name)) for name in loaders}
     results = evaluate(model, loaders, build_evaluators(), device, epoch, args, writers, is_test=True)
     if main:
-        for name, writer in writers.items():
-            reporting.append_json_line(os.path.join(args.log_dir, name, "log.txt"),
-                                       {**{f"test_{k}": v for k, v in results[name].items()}, "epoch": epoch})
-            writer.close()
-        avg = reporting.average(results)
-        reporting.append_json_line(os.path.join(args.output_dir, "log.txt"),
-                                   {**reporting.flat_stats(results, avg), "epoch": epoch})
-        meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": checkpoint,
+        write_logs(args, results, epoch, writers)
+        meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
                 "epoch": epoch, "args": vars(args),
                 "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()})}
-        paths = reporting.write_metrics(args.output_dir, results, avg, meta,
-                                        f"{meta['method']}, {os.path.basename(checkpoint)} (epoch {epoch})")
+        paths = reporting.write_metrics(args.output_dir, results, reporting.average(results), meta,
+                                        f"{meta['method']}, {os.path.basename(args.checkpoint_path)} (epoch {epoch})")
         print(f"[test] metrics: {paths[1]} and {paths[0]}")
         if args.gallery_size > 0:
-            galleries = [gallery.write_mask_gallery(os.path.join(args.output_dir, "masks", f"{name}.png"),
-                                                    loader.dataset, model, device, f"{meta['method']} on {name}",
-                                                    count=args.gallery_size)
-                         for name, loader in loaders.items()]
-            drawn = [path for path in galleries if path]
-            if drawn:
-                print(f"[test] predicted masks: {', '.join(drawn)}")
+            draw_galleries(args, loaders, model, device, meta["method"])
     runtime.finish()
     return 0

@@ -25,6 +25,7 @@ BenCo's image evaluators already gather the shares and append the (identical) ta
 """
 import math
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -33,6 +34,7 @@ from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, Ima
 from IMDLBenCo.training_scripts.tester import test_one_epoch
 
 from ..compat import collective_device
+from . import reporting
 
 
 def partial_rows(mask, label, shape_mask=None):
@@ -41,6 +43,28 @@ def partial_rows(mask, label, shape_mask=None):
     positive = (mask * valid).flatten(1).sum(dim=1)
     area = valid.flatten(1).sum(dim=1)
     return (label.reshape(-1) == 1) & (positive > 0) & (positive < area)
+
+
+SCAN_LIMIT = 256  # samples read at most to find partial fakes in a dataset without metadata
+
+
+def partial_fake_indices(dataset, count):
+    """Indices of the first ``count`` partial fakes of ``dataset`` (fewer if it has fewer): from
+    its metadata (OpenSDID's ``is_partial``), else by reading samples from the start, so two
+    checkpoints tested on one set are shown the same images."""
+    known = getattr(dataset, "is_partial", None)
+    if known is not None:
+        return [int(i) for i in np.flatnonzero(known)[:count]]
+    found = []
+    for index in range(min(len(dataset), SCAN_LIMIT)):
+        sample = dataset[index]
+        label = torch.as_tensor(sample["label"]).reshape(1)
+        shape_mask = sample.get("shape_mask")
+        if partial_rows(sample["mask"][None], label, None if shape_mask is None else shape_mask[None])[0]:
+            found.append(index)
+            if len(found) == count:
+                break
+    return found
 
 
 class _CountedOnce(AbstractEvaluator):
@@ -176,17 +200,15 @@ def build_evaluators():
 
 
 def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True):
-    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}.
+    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}; progress
+    and results are printed by ``reporting``.
 
     ``log_writers``: {name: SummaryWriter} (one per set, so no set's logs land in
     another's) or a single writer shared by all sets (BenCo tags carry the set name).
     """
     results = {}
     for name, loader in loaders.items():
-        dataset = loader.dataset
-        tail = len(dataset) - len(loader) * loader.batch_size * misc.get_world_size() if args.distributed else 0
-        print(f"[test] {name}: {len(dataset)} samples, {len(loader)} batch(es) per process"
-              + (f" + {tail} in BenCo's tail pass" if tail > 0 else ""))
+        reporting.print_test_plan(name, loader, args)
         writer = log_writers.get(name) if isinstance(log_writers, dict) else log_writers
         stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
                                name=name, log_writer=writer, print_freq=args.print_freq, args=args,
@@ -194,15 +216,6 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
         metrics = {ev.key: float(stats[ev.name]) for ev in evaluators}
         metrics["n_images"] = int(round(metrics["n_images"]))
         metrics["n_partial"] = int(round(metrics["n_partial"]))
-        if metrics["n_images"] != len(dataset):
-            print(f"WARNING [test] {name}: evaluated {metrics['n_images']} images but the set has "
-                  f"{len(dataset)}; metrics are not over the whole set")
-        expected_partial = getattr(dataset, "num_partial", None)
-        if expected_partial is not None and expected_partial != metrics["n_partial"]:
-            print(f"WARNING [test] {name}: {metrics['n_partial']} partial fakes scored, the dataset lists "
-                  f"{expected_partial}: edits that vanish when resized to --image_size {args.image_size}, or "
-                  f"that lie outside the top-left crop BenCo's --if_padding keeps of larger images, are not scored")
+        reporting.print_test_results(name, metrics, loader.dataset, args)
         results[name] = metrics
-        print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in metrics.items()))
     return results

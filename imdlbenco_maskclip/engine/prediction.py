@@ -2,25 +2,25 @@
 
     benco-maskclip predict --checkpoint_path CKPT [--output_dir DIR] IMAGE_OR_FOLDER [...]
 
-The model, its flags and the input handling (resize, or pad, to the training ``--image_size``)
-come from the flags the checkpoint saved at training time, and every image goes through
-BenCo's own dataset pipeline, so it sees exactly the preprocessing ``test`` applies. Weights
-all come from the checkpoint: weight-source flags are set to ``none`` and nothing is
-downloaded. Folders are searched recursively for image files. Written to ``--output_dir``:
+The model, its flags and the input handling (resize, or pad, to the training ``--image_size``;
+the edge mask) come from the flags the checkpoint saved at training time (the command line
+wins, ``--config`` does not), and every image goes through BenCo's own dataset pipeline, so
+it sees exactly the preprocessing ``test`` applies. Weights all come from the checkpoint
+(``checkpoints.model_from_checkpoint``). Folders are searched recursively for image files.
+Written to ``--output_dir``:
 
 * ``masks/<name>.png``: P(manipulated) per pixel as 8-bit grey (255 = 1.0), at the image's size;
 * ``overlays/<name>.jpg``: the image, pixels above ``--threshold`` tinted red;
 * ``predictions.csv`` and ``predictions.json``: per image its path, P(fake), the verdict at 0.5
-  and the fraction of pixels above ``--threshold``; the JSON also lists skipped files;
+  and the fraction of pixels above ``--threshold``; the JSON also lists skipped files. A
+  model without image-level output (IML-ViT) gets "n/a" (JSON: null) for P(fake) and verdict;
 * ``gallery.png``: the first 16 overlays with their probabilities, to look at.
 
 A file that does not decode is skipped, counted and listed with its reason; the command
 exits with 1 when any file was skipped.
 """
-import argparse
 import csv
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +31,12 @@ from torch.utils.data import DataLoader, default_collate
 
 from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 
+from .. import figures
 from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
-from . import data, reporting, runtime
-from .options import ConfigError, check_folder_flag
+from ..errors import UserError
+from . import checkpoints, data, reporting, runtime
 
 GALLERY_SIZE = 16
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="benco-maskclip predict", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    add("--checkpoint_path", required=True,
-        help="a checkpoint written by `benco-maskclip train`, or its --output_dir (checkpoint-best.pth)")
-    add("--output_dir", default="./predict_dir")
-    add("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
-    add("--batch_size", default=4, type=int)
-    add("--num_workers", default=2, type=int, help="DataLoader workers decoding images")
-    add("--threshold", default=0.5, type=float, help="P(manipulated) above which a pixel is marked")
-    return parser
 
 
 def find_images(inputs):
@@ -66,9 +52,9 @@ def find_images(inputs):
                          if p.is_file() and p.suffix.lower() in _IMAGE_EXTS
                          and not any(part.startswith(".") for part in p.relative_to(path).parts))
         else:
-            raise ConfigError(f"input {entry!r}: no such file or folder")
+            raise UserError(f"input {entry!r}: no such file or folder")
     if not found:
-        raise ConfigError(f"no image files ({', '.join(_IMAGE_EXTS)}) in {', '.join(map(repr, inputs))}")
+        raise UserError(f"no image files ({', '.join(_IMAGE_EXTS)}) in {', '.join(map(repr, inputs))}")
     unique = {path.resolve(): path for path in reversed(found)}  # a file named twice: its first mention
     return [path for path in found if unique[path.resolve()] is path]
 
@@ -131,41 +117,11 @@ def collate(items):
     return (default_collate(good) if good else None), originals, errors
 
 
-def checkpoint_flags(checkpoint, path):
-    """The training flags a checkpoint saved -> (args, model_args) to build its model."""
-    saved = checkpoint.get("args") if isinstance(checkpoint, dict) else None
-    if saved is None or not hasattr(saved, "model_args"):
-        raise ConfigError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, "
-                          f"so the model to build is unknown; predict with a checkpoint that command wrote")
-    args = types.SimpleNamespace(model=saved.model, image_size=saved.image_size,
-                                 if_padding=bool(saved.if_padding), if_resizing=not saved.if_padding)
-    return args, runtime.without_weight_sources(types.SimpleNamespace(**saved.model_args))
-
-
 def overlay(image, prob, threshold):
     """RGB uint8 [H, W, 3], probabilities [H, W] -> RGB uint8 with marked pixels tinted red."""
     marked = (prob > threshold)[:, :, None]
     red = np.array([255, 0, 0], dtype=np.float32)
     return np.where(marked, 0.5 * image + 0.5 * red, image).astype(np.uint8)
-
-
-def write_gallery(path, entries, threshold):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(4, len(entries))
-    rows = -(-len(entries) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (name, picture, fake_probability) in zip(axes.flat, entries):
-        ax.imshow(picture)
-        ax.set_title(f"{name[:36]}\nP(fake) {fake_probability:.3f}", fontsize=7)
-    fig.suptitle(f"red: P(manipulated) > {threshold}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def to_image_size(prob, origin_shape, padded, full_size):
@@ -181,74 +137,82 @@ def to_image_size(prob, origin_shape, padded, full_size):
     return prob
 
 
-def run(argv):
-    args = build_parser().parse_args(argv)
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold {args.threshold}: a probability in [0, 1]")
-    if args.batch_size < 1 or args.num_workers < 0:
-        raise ConfigError(f"--batch_size {args.batch_size} / --num_workers {args.num_workers}: "
-                          f"at least 1 image per batch and 0 or more workers")
-    check_folder_flag("output_dir", args.output_dir)
-    device = runtime.device_without_process_group(args)
-    paths = find_images(args.inputs)
-    names = output_names(paths)
-    checkpoint_file = runtime.resolve_checkpoint(args.checkpoint_path)
-    checkpoint = runtime.read_checkpoint(checkpoint_file)
-    model_flags, model_args = checkpoint_flags(checkpoint, checkpoint_file)
-    model = runtime.build_model(model_flags, model_args)
-    epoch = runtime.load_weights(model, checkpoint_file, model_flags, checkpoint=checkpoint)
-    del checkpoint
-    model.to(device).eval()
+def open_images(args, paths):
+    """A DataLoader of ``paths`` through BenCo's pipeline, as the checkpoint's training flags say."""
+    size = args.image_size
+    dataset = ImageFiles(paths, is_padding=args.if_padding, is_resizing=args.if_resizing, output_size=(size, size),
+                         edge_width=args.edge_mask_width, post_funcs=data.post_function(args.model))
+    return DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate,
+                      pin_memory=data.pin_memory(args))
 
-    size = model_flags.image_size
-    dataset = ImageFiles(paths, is_padding=model_flags.if_padding, is_resizing=model_flags.if_resizing,
-                         output_size=(size, size), post_funcs=data.post_function(model_flags.model))
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
-    out = Path(args.output_dir)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(exist_ok=True)
-    print(f"[predict] {len(paths)} images, {model_flags.model} from {checkpoint_file}"
-          + (f" (epoch {epoch})" if epoch is not None else "")
-          + f", {'padded' if model_flags.if_padding else 'resized'} to {size}, on {device}")
 
-    from tqdm import tqdm
-    rows, skipped, gallery = [], [], []
-    with torch.no_grad(), tqdm(total=len(paths), unit="img", file=sys.stdout) as progress:
-        for batch, originals, errors in loader:
-            skipped += [{"path": str(paths[index]), "reason": reason} for index, reason in errors]
-            progress.update(len(errors))
-            if batch is None:
-                continue
-            inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()
-                      if k != "index"}
-            output = model(**inputs)
-            probs = output["pred_mask"][:, 0].float().cpu()
-            fake = output["pred_label"].reshape(-1).float().cpu()
-            for i, (index, image) in enumerate(zip(batch["index"].tolist(), originals)):
-                prob = to_image_size(probs[i], batch["origin_shape"][i].tolist(), model_flags.if_padding,
-                                     image.shape[:2]).numpy()
-                name = names[index]
-                Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(out / "masks" / f"{name}.png")
-                tinted = overlay(image, prob, args.threshold)
-                Image.fromarray(tinted).save(out / "overlays" / f"{name}.jpg", quality=90)
-                rows.append({"path": str(paths[index]), "name": name, "fake_probability": float(fake[i]),
-                             "predicted_fake": int(fake[i] >= 0.5),
-                             "marked_fraction": float((prob > args.threshold).mean()),
-                             "height": image.shape[0], "width": image.shape[1]})
-                if len(gallery) < GALLERY_SIZE:
-                    gallery.append((name, tinted, float(fake[i])))
-            progress.update(len(batch["index"]))
+def predict(model, loader, device, padded, skipped):
+    """Yield (index, P(manipulated) [H, W] at the image's size, P(fake) or None, original RGB)
+    per readable image; unreadable ones are appended to ``skipped`` as (index, reason)."""
+    for batch, originals, errors in loader:
+        skipped += errors
+        if batch is None:
+            continue
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "index"}
+        output = model(**inputs)
+        probs = output["pred_mask"][:, 0].float().cpu()
+        fakes = output.get("pred_label")  # None: no image-level output (IML-ViT)
+        fakes = [None] * len(originals) if fakes is None else fakes.reshape(-1).float().cpu().tolist()
+        for i, (index, image) in enumerate(zip(batch["index"].tolist(), originals)):
+            prob = to_image_size(probs[i], batch["origin_shape"][i].tolist(), padded, image.shape[:2]).numpy()
+            yield index, prob, fakes[i], image
 
+
+def write_image_outputs(out, name, prob, image, threshold):
+    """masks/<name>.png and overlays/<name>.jpg -> the overlay."""
+    Image.fromarray(np.round(prob * 255).astype(np.uint8)).save(out / "masks" / f"{name}.png")
+    tinted = overlay(image, prob, threshold)
+    Image.fromarray(tinted).save(out / "overlays" / f"{name}.jpg", quality=90)
+    return tinted
+
+
+def write_tables(out, rows, meta):
     with open(out / "predictions.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
         writer.writeheader()
-        writer.writerows(rows)
-    reporting.write_json(out / "predictions.json", {
-        "checkpoint": checkpoint_file, "epoch": epoch, "model": model_flags.model,
-        "model_args": vars(model_args), "threshold": args.threshold,
-        "predictions": rows, "skipped": skipped})
+        writer.writerows([{k: "n/a" if v is None else v for k, v in row.items()} for row in rows])
+    reporting.write_json(out / "predictions.json", {**meta, "predictions": rows})
+
+
+def run(args, model_args):
+    device = runtime.device_without_process_group(args)
+    paths = find_images(args.inputs)
+    names = output_names(paths)
+    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    model.to(device).eval()
+    loader = open_images(args, paths)
+    out = Path(args.output_dir)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(exist_ok=True)
+    print(f"[predict] {len(paths)} images, {args.model} from {args.checkpoint_path}"
+          + (f" (epoch {epoch})" if epoch is not None else "")
+          + f", {'padded' if args.if_padding else 'resized'} to {args.image_size}, on {device}")
+
+    from tqdm import tqdm
+    rows, errors, gallery = [], [], []
+    with torch.no_grad(), tqdm(total=len(paths), unit="img", file=sys.stdout) as progress:
+        for index, prob, fake, image in predict(model, loader, device, args.if_padding, errors):
+            name = names[index]
+            tinted = write_image_outputs(out, name, prob, image, args.threshold)
+            rows.append({"path": str(paths[index]), "name": name, "fake_probability": fake,
+                         "predicted_fake": None if fake is None else int(fake >= 0.5),
+                         "marked_fraction": float((prob > args.threshold).mean()),
+                         "height": image.shape[0], "width": image.shape[1]})
+            if len(gallery) < GALLERY_SIZE:
+                gallery.append((name, tinted, fake))
+            progress.n = len(rows) + len(errors)
+            progress.refresh()
+
+    skipped = [{"path": str(paths[index]), "reason": reason} for index, reason in sorted(errors)]
+    write_tables(out, rows, {"checkpoint": args.checkpoint_path, "epoch": epoch, "model": args.model,
+                             "model_args": args.model_args, "threshold": args.threshold, "skipped": skipped})
     if gallery:
-        write_gallery(out / "gallery.png", gallery, args.threshold)
+        figures.write_prediction_gallery(out / "gallery.png", gallery, args.threshold)
     print(f"[predict] {len(rows)} images predicted, {len(skipped)} skipped; "
           f"{out / 'predictions.csv'}, masks in {out / 'masks'}, overlays in {out / 'overlays'}"
           + (f", {out / 'gallery.png'}" if gallery else ""))

@@ -1,4 +1,5 @@
-"""metrics.json / metrics.md (paper Tables 3 and 4) and robustness.json / .csv / PNG curves.
+"""What the commands print and write: test progress and results, metrics.json / metrics.md
+(paper Tables 3 and 4), robustness.json / .csv with its curves, BenCo's log.txt lines.
 
 JSON files hold ``null`` where a metric is undefined (no partial fake in a set, no
 ``pred_label`` from the model), never NaN, so any JSON reader accepts them.
@@ -10,14 +11,12 @@ import os
 
 import numpy as np
 
-from .options import METRIC_KEYS
+import IMDLBenCo.training_scripts.utils.misc as misc
+
+from ..figures import plot_robustness, split_title
+from ..flags import METRIC_KEYS
 
 COUNT_KEYS = ("n_images", "n_partial")
-SPLIT_TITLES = {"sd15": "SD1.5", "sd2": "SD2.1", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux.1"}
-METRIC_TITLES = {"pixel_f1": "pixel F1", "pixel_iou": "pixel IoU", "image_f1": "image F1",
-                 "image_acc": "image accuracy", "image_auc": "image AUC"}
-PERTURBATION_TITLES = {"gaussian_blur": "Gaussian blur (kernel size)", "jpeg": "JPEG compression (quality)",
-                       "gaussian_noise": "Gaussian noise (variance)"}
 
 
 def json_safe(value):
@@ -71,10 +70,6 @@ def method_name(args):
     return f"{args.model} ({setting})" if setting else args.model
 
 
-def _title(split):
-    return SPLIT_TITLES.get(split, split)
-
-
 def _num(value):
     return "n/a" if not math.isfinite(value) else f"{value:.4f}".replace("0.", ".", 1) if value < 1 else f"{value:.4f}"
 
@@ -92,14 +87,14 @@ def _avg_cell(avg, n_sets, *keys):
 
 def metrics_markdown(results, avg, method, title):
     names = list(results)
-    header = "| method | " + " | ".join(_title(n) for n in names) + " | AVG |"
+    header = "| method | " + " | ".join(split_title(n) for n in names) + " | AVG |"
     rule = "|---" * (len(names) + 2) + "|"
 
     def table(caption, *keys):
         row = f"| {method} | " + " | ".join(_cell([results[n][k] for k in keys]) for n in names)
         return [caption, "", header, rule, row + f" | {_avg_cell(avg, len(names), *keys)} |", ""]
 
-    counts = ["Images and partial fakes evaluated:", "", "| | " + " | ".join(_title(n) for n in names) + " | total |",
+    counts = ["Images and partial fakes evaluated:", "", "| | " + " | ".join(split_title(n) for n in names) + " | total |",
               "|---" * (len(names) + 2) + "|",
               "| images | " + " | ".join(str(results[n]["n_images"]) for n in names) + f" | {avg['n_images']} |",
               "| partial fakes | " + " | ".join(str(results[n]["n_partial"]) for n in names)
@@ -144,64 +139,23 @@ def write_robustness(output_dir, rows, meta):
     return [json_path, csv_path] + plot_robustness(os.path.join(output_dir, "plots"), rows, meta["method"])
 
 
-def plot_robustness(plot_dir, rows, method):
-    """Per set: pixel F1, image F1 and image AUC against each perturbation's level, the clean
-    value as a dashed line (paper Fig. 5/9 style); per perturbation: pixel F1 of every set."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def print_test_plan(name, loader, args):
+    """How a test set is split over the processes, before its pass."""
+    dataset = loader.dataset
+    tail = len(dataset) - len(loader) * loader.batch_size * misc.get_world_size() if args.distributed else 0
+    print(f"[test] {name}: {len(dataset)} samples, {len(loader)} batch(es) per process"
+          + (f" + {tail} in BenCo's tail pass" if tail > 0 else ""))
 
-    os.makedirs(plot_dir, exist_ok=True)
-    splits = list(dict.fromkeys(r["split"] for r in rows))
-    perturbations = list(dict.fromkeys(r["perturbation"] for r in rows if r["perturbation"] != "clean"))
-    clean = {r["split"]: r for r in rows if r["perturbation"] == "clean"}
-    paths = []
-    if not perturbations:
-        return paths
 
-    def curve(split, perturbation):
-        points = sorted((r["level"], r) for r in rows if r["split"] == split and r["perturbation"] == perturbation)
-        return [p[0] for p in points], [p[1] for p in points]
-
-    def draw(ax, split, perturbation, key, index, label):
-        """One metric against the level, and its clean value as a dashed line of the same colour.
-        Each series has its own marker, smaller than the one before, so equal curves stay visible."""
-        colour = f"C{index}"
-        levels, points = curve(split, perturbation)
-        ax.plot(levels, [p[key] for p in points], "-", marker="osD^v"[index % 5], markersize=9 - 2 * (index % 4),
-                color=colour, label=label, alpha=0.85)
-        if split in clean and math.isfinite(clean[split][key]):
-            ax.axhline(clean[split][key], color=colour, linestyle="--", linewidth=0.8)
-        ax.set_xlabel(PERTURBATION_TITLES.get(perturbation, perturbation))
-        ax.set_xticks(levels)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-
-    def save(fig, name):
-        path = os.path.join(plot_dir, name)
-        fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legends placed outside the axes
-        plt.close(fig)
-        paths.append(path)
-
-    for split in splits:
-        fig, axes = plt.subplots(1, len(perturbations), figsize=(4.6 * len(perturbations), 3.6), squeeze=False)
-        for ax, perturbation in zip(axes[0], perturbations):
-            for i, key in enumerate(("pixel_f1", "image_f1", "image_auc")):
-                draw(ax, split, perturbation, key, i, METRIC_TITLES[key])
-        axes[0][0].set_ylabel("metric (dashed: clean)")
-        fig.suptitle(f"{method}: robustness on {_title(split)}", fontsize=10)
-        fig.tight_layout()
-        # Below the panels, not over their points.
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=3, fontsize=8, frameon=False)
-        save(fig, f"robustness_{split}.png")
-
-    for perturbation in perturbations:
-        fig, ax = plt.subplots(figsize=(5.2, 3.8))
-        for i, split in enumerate(splits):
-            draw(ax, split, perturbation, "pixel_f1", i, _title(split))
-        ax.set_ylabel("pixel F1, partial fakes (dashed: clean)")
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-        ax.set_title(f"{method}: pixel F1 under {perturbation.replace('_', ' ')}", fontsize=10)
-        save(fig, f"pixel_f1_{perturbation}.png")
-    return paths
+def print_test_results(name, metrics, dataset, args):
+    """A test set's metrics, and a warning when they do not cover the whole set."""
+    if metrics["n_images"] != len(dataset):
+        print(f"WARNING [test] {name}: evaluated {metrics['n_images']} images but the set has "
+              f"{len(dataset)}; metrics are not over the whole set")
+    expected_partial = getattr(dataset, "num_partial", None)
+    if expected_partial is not None and expected_partial != metrics["n_partial"]:
+        print(f"WARNING [test] {name}: {metrics['n_partial']} partial fakes scored, the dataset lists "
+              f"{expected_partial}: edits that vanish when resized to --image_size {args.image_size}, or "
+              f"that lie outside the top-left crop BenCo's --if_padding keeps of larger images, are not scored")
+    print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in metrics.items()))

@@ -34,12 +34,10 @@ def sweep(args):
 
 def run(args, model_args):
     device = runtime.start(args, "test-robust")
-    # Resolved once, before opening data and building the model, so a bad path fails first.
-    checkpoint = runtime.resolve_checkpoint(args.checkpoint_path)
-    # Each set is opened once (a bad source or split fails now, not after a long sweep).
-    sources = data.test_sources(args)
-    datasets = {name: data.open_test_dataset(args, name, source) for name, source in sources.items()}
-    model, epoch = load_model(args, model_args, device, checkpoint)
+    # Each set is opened once, before the model is built (a bad source or split fails now,
+    # not after a long sweep).
+    datasets = {name: data.open_test_dataset(args, name, source) for name, source in data.test_sources(args).items()}
+    model, epoch = load_model(args, model_args, device)
     main = misc.is_main_process()
     if main:
         os.makedirs(args.output_dir, exist_ok=True)
@@ -74,7 +72,7 @@ def run(args, model_args):
                   f"{metrics['pixel_f1']:.4f}, image F1 {metrics['image_f1']:.4f}, image AUC "
                   f"{metrics['image_auc']:.4f}; {elapsed:.0f}s elapsed, ~{elapsed / step * (total - step):.0f}s left")
     if main:
-        meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": checkpoint,
+        meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
                 "epoch": epoch, "args": vars(args), "skipped": data.skipped_samples(datasets)}
         paths = reporting.write_robustness(args.output_dir, rows, meta)
         print("[test-robust] results: " + ", ".join(paths))

@@ -18,16 +18,19 @@ import torch.nn.functional as F
 from timm.models.vision_transformer_sam import Block, get_rel_pos, VisionTransformerSAM
 
 
-def _pos_embed_as_grid(pos_embed: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    """Absolute positions [1, prefix + n*n, C] or [1, h, w, C] -> [1, grid_h, grid_w, C]."""
-    if pos_embed.ndim == 3:
-        side = math.isqrt(pos_embed.shape[1])
-        num_prefix = pos_embed.shape[1] - side * side
-        pos_embed = pos_embed[:, num_prefix:].reshape(1, side, side, -1)
-    if tuple(pos_embed.shape[1:3]) != tuple(grid):
-        pos_embed = F.interpolate(pos_embed.permute(0, 3, 1, 2).float(), size=tuple(grid),
-                                  mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-    return pos_embed
+def resample_pos_embed(pos_embed: torch.Tensor, num_prefix: int, grid: Sequence[int]) -> torch.Tensor:
+    """Absolute positions [1, num_prefix + n*n, C] -> [1, grid_h, grid_w, C], prefix dropped.
+
+    Plain bicubic (``align_corners=False``, no antialiasing) as in IML-ViT and the authors'
+    code; timm's resampler antialiases, which changes the kernel even when upsampling.
+    """
+    table = pos_embed[:, num_prefix:]
+    side = math.isqrt(table.shape[1])
+    table = table.reshape(1, side, side, -1)
+    if (side, side) == tuple(grid):
+        return table
+    table = F.interpolate(table.permute(0, 3, 1, 2), size=tuple(grid), mode="bicubic", align_corners=False)
+    return table.permute(0, 2, 3, 1)
 
 
 def _resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
@@ -99,32 +102,36 @@ class WindowedViT(nn.Module):
     """IML-ViT / SAM style ViT (timm ``VisionTransformerSAM`` blocks).
 
     Windowed attention except in ``global_blocks``, decomposed relative positions in every
-    block, folded into one SDPA call per block (``RelPosBlock``).
-    image [B, 3, H, W] -> tokens [B, H/p, W/p, C]. No final norm or neck: the decoder
-    takes the last block's output, as in IML-ViT.
+    block, folded into one SDPA call per block (``RelPosBlock``). The absolute positions keep
+    the pretrained table (``pos_embed_grid`` squared, after ``pos_embed_prefix`` class-token
+    rows: MAE's 1 + 14 x 14) and are resampled to the input grid on every forward, as IML-ViT
+    does, so the trained parameter is the same whatever the input size.
+    image [B, 3, H, W] -> tokens [B, H/p, W/p, C]. No final norm or neck: the decoder takes
+    the last block's output, as in IML-ViT.
     """
 
     def __init__(self, image_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
-                 window_size: int, global_blocks: List[int], norm_eps: float, drop_path_rate: float):
+                 window_size: int, global_blocks: List[int], pos_embed_grid: int, pos_embed_prefix: int,
+                 norm_eps: float, drop_path_rate: float):
         super().__init__()
         vit = VisionTransformerSAM(
             img_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, window_size=window_size, global_attn_indexes=tuple(global_blocks),
-            use_rel_pos=True, use_abs_pos=True, norm_layer=partial(nn.LayerNorm, eps=norm_eps),
+            use_rel_pos=True, use_abs_pos=False, norm_layer=partial(nn.LayerNorm, eps=norm_eps),
             drop_path_rate=drop_path_rate, num_classes=0, neck_chans=0, block_fn=RelPosBlock)
         # Keep only what is used, under the key names MAE, SAM and timm checkpoints share.
         self.patch_embed = vit.patch_embed
-        self.pos_embed = vit.pos_embed
         self.blocks = vit.blocks
+        self.num_prefix = pos_embed_prefix
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_embed_prefix + pos_embed_grid ** 2, embed_dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.embed_dim = embed_dim
         self.patch_size = patch_size
 
     def embed(self, image: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        from timm.layers import resample_abs_pos_embed_nhwc
-
         tokens = self.patch_embed(image)
-        tokens = tokens + resample_abs_pos_embed_nhwc(self.pos_embed, tokens.shape[1:3])
-        return tokens, tuple(tokens.shape[1:3])
+        grid_size = tuple(tokens.shape[1:3])
+        return tokens + resample_pos_embed(self.pos_embed, self.num_prefix, grid_size), grid_size
 
     def to_grid(self, tokens: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
         return tokens
@@ -133,14 +140,18 @@ class WindowedViT(nn.Module):
         return grid
 
     def load_weights(self, state_dict: Dict[str, torch.Tensor]) -> Tuple[List[str], List[str]]:
-        """Load MAE / SAM / timm weights: class token dropped, positions resized to this grid."""
+        """Load MAE / SAM / timm weights -> (missing, unexpected) keys.
+
+        SAM's [1, h, w, C] position table is flattened to this layout; relative-position tables
+        of another length (SAM's global blocks at 1024 px) are resized.
+        """
         own = self.state_dict()
         adapted = {}
         for key, value in state_dict.items():
             # Original SAM checkpoints prefix the image encoder and name the MLP differently.
             key = key.removeprefix("image_encoder.").replace("mlp.lin", "mlp.fc")
-            if key == "pos_embed":
-                value = _pos_embed_as_grid(value, own["pos_embed"].shape[1:3])
+            if key == "pos_embed" and value.ndim == 4:
+                value = value.flatten(1, 2)
             elif key.endswith(("rel_pos_h", "rel_pos_w")) and key in own:
                 value = _resize_rel_pos(value, own[key].shape[0])
             adapted[key] = value
@@ -196,7 +207,7 @@ class PlainViT(nn.Module):
 
 def build_pixel_encoder(config: Dict, image_size: int) -> nn.Module:
     """The pixel encoder a setting's ``pixel_encoder`` entry describes, randomly initialised."""
-    architecture = {key: value for key, value in config.items() if key not in ("type", "pretrained")}
+    architecture = {key: value for key, value in config.items() if key != "type"}
     if config["type"] == "windowed_vit":
         return WindowedViT(image_size=image_size, **architecture)
     if config["type"] == "timm_vit":
