@@ -1,5 +1,6 @@
-"""Fixes for IMDL-BenCo 0.1.45 so that its own trainer, tester, ``misc`` helpers and
-evaluators run on CPU (gloo) and in a single process, not only under torchrun on CUDA.
+"""Fixes for IMDL-BenCo 0.1.45 so that its own trainer, tester, ``misc`` helpers,
+evaluators and the scripts ``benco init`` writes run on CPU (gloo) and in a single process,
+not only under torchrun on CUDA.
 
 Every fix is listed in ``PATCHES`` with the reason it exists; ``tests/test_compat.py``
 shows each BenCo behaviour failing without its fix. Nothing here changes what BenCo
@@ -7,7 +8,9 @@ computes on its production path (torchrun + NCCL on CUDA): the patched functions
 same collective calls, only on the device the process group can use.
 
 Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in place of
-``misc.init_distributed_mode``.
+``misc.init_distributed_mode``. BenCo's stock scripts (``benco init``) call
+``misc.init_distributed_mode`` and wrap the model in DDP themselves: importing
+:mod:`imdlbenco_maskclip.cpu` applies the patches, which cover those two calls too.
 """
 import contextlib
 import datetime
@@ -50,6 +53,14 @@ PATCHES = {
         "BenCo's hard-codes torch.cuda.set_device and NCCL; in a single process it sets "
         "up no process group, while ImageF1/ImageAUC/ImageAccuracy call dist.all_gather "
         "unconditionally (see init_distributed_mode below)",
+    "misc.init_distributed_mode, for BenCo's stock scripts":
+        "with a --device that is not CUDA, BenCo's own calls torch.cuda.set_device (no CUDA "
+        "driver) and asks for NCCL (no CUDA tensors); it now sets up gloo there, keeping "
+        "BenCo's args.distributed=True under torchrun, which the stock scripts need for "
+        "global_rank and model.module",
+    "torch.nn.parallel.DistributedDataParallel":
+        "the stock scripts pass device_ids=[args.gpu], which DDP refuses for a module on the "
+        "CPU; device_ids are dropped for such a module",
 }
 
 # BenCo's (and torch's) functions as they were before apply_patches, for the tests that
@@ -140,6 +151,7 @@ def apply_patches() -> None:
         all_reduce=misc.all_reduce,
         cuda_synchronize=torch.cuda.synchronize,
         init_distributed_mode=misc.init_distributed_mode,
+        DistributedDataParallel=torch.nn.parallel.DistributedDataParallel,
     )
     misc.SmoothedValue.synchronize_between_processes = _synchronize_between_processes
     misc.all_reduce_mean = _all_reduce_mean
@@ -155,8 +167,29 @@ def apply_patches() -> None:
     _patch_cat_net()
     ORIGINALS["trufor_detection_loss"] = Trufor.detection_loss
     Trufor.detection_loss = _trufor_detection_loss
+    misc.init_distributed_mode = _stock_init_distributed_mode
+    torch.nn.parallel.DistributedDataParallel = DistributedDataParallelOnCPU
     checkpoints.allow_saved_flags()
     _applied = True
+
+
+def _stock_init_distributed_mode(args):
+    """``misc.init_distributed_mode`` as BenCo's stock scripts call it: BenCo's own for a
+    CUDA ``--device``; otherwise ours (gloo), with BenCo's meaning of ``args.distributed``
+    (launched by torchrun, whatever the number of processes)."""
+    if torch.device(args.device).type == "cuda":
+        return ORIGINALS["init_distributed_mode"](args)
+    init_distributed_mode(args)
+    args.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+class DistributedDataParallelOnCPU(torch.nn.parallel.distributed.DistributedDataParallel):
+    """torch's DDP, ignoring ``device_ids``/``output_device`` for a module on the CPU."""
+
+    def __init__(self, module, device_ids=None, output_device=None, *args, **kwargs):
+        if all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = output_device = None
+        super().__init__(module, device_ids, output_device, *args, **kwargs)
 
 
 def resolve_device(args) -> torch.device:

@@ -38,7 +38,7 @@ def unpatched_benco(monkeypatch):
     from imdlbenco_maskclip import compat
     monkeypatch.setattr(misc.SmoothedValue, "synchronize_between_processes",
                         misc.SmoothedValue.synchronize_between_processes)
-    for name in ("all_reduce_mean", "all_reduce"):
+    for name in ("all_reduce_mean", "all_reduce", "init_distributed_mode"):
         monkeypatch.setattr(misc, name, getattr(misc, name))
     monkeypatch.setattr(torch.cuda, "synchronize", torch.cuda.synchronize)
     from IMDLBenCo.model_zoo.cat_net.cat_net import Cat_Net
@@ -46,6 +46,7 @@ def unpatched_benco(monkeypatch):
         monkeypatch.setattr(Cat_Net, name, getattr(Cat_Net, name))
     from IMDLBenCo.model_zoo.trufor.trufor import Trufor
     monkeypatch.setattr(Trufor, "detection_loss", Trufor.detection_loss)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", torch.nn.parallel.DistributedDataParallel)
     monkeypatch.setattr(compat, "_applied", compat._applied)
 
 

@@ -241,3 +241,58 @@ def test_trufor_phase_3_loss_compares_label_and_prediction_of_one_shape():
     compat.apply_patches()
     expected = -(torch.log(pred[0]) + torch.log(1 - pred[1]) + torch.log(1 - pred[2])) / 3
     assert Trufor.detection_loss(None, pred, label).item() == pytest.approx(expected.item())
+@pytest.fixture
+def torchrun_env(monkeypatch, free_port):
+    """The environment torchrun --nproc_per_node=1 gives its one process."""
+    for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(free_port)).items():
+        monkeypatch.setenv(name, value)
+
+
+def stock_script_args(device):
+    return argparse.Namespace(device=device, dist_on_itp=False, dist_url="env://")
+
+
+def test_stock_scripts_init_uses_gloo_for_a_cpu_device_under_torchrun(torchrun_env):
+    compat.apply_patches()
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):  # torch.cuda.set_device without a CUDA driver
+            compat.ORIGINALS["init_distributed_mode"](stock_script_args("cpu"))
+    args = stock_script_args("cpu")
+    misc.init_distributed_mode(args)  # as BenCo's train.py / test.py / test_robust.py call it
+    # BenCo's meaning: distributed under torchrun even with one process (the stock scripts
+    # read global_rank and model.module only then).
+    assert args.distributed is True and (args.rank, args.world_size) == (0, 1)
+    assert dist.get_backend() == "gloo" and dist.get_world_size() == 1
+
+
+def test_stock_scripts_init_is_bencos_own_for_a_cuda_device(two_fake_gpus, torchrun_env, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    compat.apply_patches()
+    args = stock_script_args("cuda")
+    misc.init_distributed_mode(args)
+    assert args.distributed is True and args.dist_backend == "nccl"
+    assert two_fake_gpus["set_device"] == [1]
+    assert two_fake_gpus["init_process_group"][0]["backend"] == "nccl"
+
+
+def test_ddp_takes_the_stock_scripts_device_ids_for_a_cpu_module():
+    compat.init_distributed_mode(single_process_args())
+    module = torch.nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="device_ids"):
+        compat.ORIGINALS["DistributedDataParallel"](module, device_ids=[0])
+    model = torch.nn.parallel.DistributedDataParallel(module, device_ids=[0])  # as the stock scripts do
+    assert isinstance(model, compat.ORIGINALS["DistributedDataParallel"]) and model.module is module
+    assert model.device_ids is None
+    model(torch.ones(2, 3)).sum().backward()
+    assert module.weight.grad.tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_ddp_keeps_device_ids_for_a_module_off_the_cpu(monkeypatch):
+    compat.apply_patches()
+    seen = {}
+    monkeypatch.setattr(compat.ORIGINALS["DistributedDataParallel"], "__init__",
+                        lambda self, module, device_ids=None, output_device=None, *a, **k:
+                        seen.update(device_ids=device_ids, output_device=output_device))
+    torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1, device="meta"), device_ids=[1])
+    assert seen == {"device_ids": [1], "output_device": None}

@@ -7,13 +7,15 @@ import io
 import json
 import shutil
 import warnings
+from pathlib import Path
 
+import albumentations as albu
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from IMDLBenCo.datasets import BalancedDataset, JsonDataset
+from IMDLBenCo.datasets import BalancedDataset, JsonDataset, ManiDataset
 from IMDLBenCo.registry import DATASETS
 
 from imdlbenco_maskclip.datasets import BadSampleError, OpenSDID, OpenSDIDWarning
@@ -477,6 +479,26 @@ def test_export_round_trips_through_benco_jsondataset(hub_dir, tmp_path, setting
     benco = JsonDataset(str(json_path), **settings)
     for i in range(len(ours)):
         assert_same_item(ours[i], benco[i])
+
+
+def test_export_folder_is_a_benco_folder_dataset(hub_dir, tmp_path):
+    """ManiDataset pairs the sorted Tp/ and Gt/ listings: every image needs its Gt/ file,
+    a black one for a real image. With a transform, as BenCo's scripts always pass, the label
+    comes from that mask, so the folder gives what the JSON gives."""
+    json_path, _ = export_source(str(hub_dir), tmp_path / "export", split="sd2")
+    real = [Path(tp).name for tp, gt in json.loads(json_path.read_text()) if gt == "Negative"]
+    assert len(real) == 2 and sorted(p.name for p in (tmp_path / "export" / "Gt").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "export" / "Tp").iterdir())
+    assert all(np.asarray(Image.open(tmp_path / "export" / "Gt" / name)).max() == 0 for name in real)
+    settings = dict(is_resizing=True, output_size=(48, 48), edge_width=7, common_transforms=albu.Compose([]))
+    folder = ManiDataset(str(tmp_path / "export"), **settings)
+    benco = JsonDataset(str(json_path), **settings)
+    by_name = {benco[i]["name"]: benco[i] for i in range(len(benco))}
+    assert len(folder) == len(by_name) == 5
+    for i in range(len(folder)):
+        item = folder[i]
+        assert_same_item(item, by_name[item["name"]])
+    assert sorted(by_name[name]["label"] for name in by_name) == [0, 0, 1, 1, 1]
 
 
 def test_export_skip_leaves_bad_rows_out_and_lists_them(tmp_path):

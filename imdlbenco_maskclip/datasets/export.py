@@ -1,15 +1,21 @@
-"""Write an OpenSDID split as BenCo's JSON-list dataset (readable by ``JsonDataset``).
+"""Write an OpenSDID split as BenCo's JSON-list dataset (``JsonDataset``), in a folder that
+is also a BenCo folder dataset (``ManiDataset``).
 
 Layout written under ``out_dir``::
 
     Tp/<name>.png   the image, 8-bit RGB, lossless
     Gt/<name>.png   the mask: the partial fake's own mask, all white for a fully
-                    generated fake (BenCo then marks every pixel fake)
+                    generated fake (BenCo then marks every pixel fake), all black
+                    for a real image
     <split>.json    [["<abs>/Tp/<name>.png", "<abs>/Gt/<name>.png" or "Negative"], ...]
 
 Paths in the JSON are absolute because BenCo resolves them against the working
 directory, not the JSON file. ``<name>`` is the ``name`` OpenSDID reports, so
-both datasets give the same ``name`` for a sample.
+both datasets give the same ``name`` for a sample. ``ManiDataset`` pairs the sorted
+``Tp/`` and ``Gt/`` listings, so every image has its ``Gt/`` file of the same name, real
+ones included (the JSON calls those "Negative", which gives them label 0 even when no
+transform runs; in the folder, BenCo takes a real image's label from its black mask only
+when a transform runs, as in its stock training and test scripts).
 """
 import json
 from pathlib import Path
@@ -29,14 +35,10 @@ def export_split(dataset, out_dir):
     (out_dir / "Gt").mkdir(parents=True, exist_ok=True)
     records = []
     for _, name, image, mask, label in dataset.iter_raw():
-        tp = out_dir / "Tp" / name
+        tp, gt = out_dir / "Tp" / name, out_dir / "Gt" / name
         Image.fromarray(image).save(tp)
-        if label == 0:
-            records.append([str(tp), "Negative"])
-            continue
-        gt = out_dir / "Gt" / name
         Image.fromarray(mask).save(gt)
-        records.append([str(tp), str(gt)])
+        records.append([str(tp), "Negative" if label == 0 else str(gt)])
     json_path = out_dir / f"{dataset.split}.json"
     json_path.write_text(json.dumps(records, indent=0) + "\n")
     return json_path

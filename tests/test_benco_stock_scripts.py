@@ -1,0 +1,106 @@
+"""BenCo's own train.py, test.py and test_robust.py, as `benco init` writes them, with their one
+import line changed, train and test MaskCLIP on OpenSDID: the README's "With BenCo's own scripts"
+on a machine without CUDA (torchrun, one process, the tiny setting on the embedded sample)."""
+import difflib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from IMDLBenCo.cli_funcs import cli_init
+from IMDLBenCo.utils.paths import BencoPath
+
+from imdlbenco_maskclip.cli import main as benco_maskclip
+
+STOCK_IMPORT = "from mymodel import MyModel"
+OUR_IMPORT = "import imdlbenco_maskclip.cpu"
+SCRIPTS = ("train.py", "test.py", "test_robust.py")
+TINY = ["--model", "MaskCLIP", "--model_setting", "tiny", "--image_size", "64", "--if_resizing",
+        "--edge_mask_width", "3", "--device", "cpu", "--test_batch_size", "4"]
+F1 = "test_pixel-level F1"  # BenCo's PixelF1, the one evaluator its scripts enable
+
+
+def as_the_readme_says(project):
+    """`benco init` in ``project`` (the working directory), then the one line of each script changed."""
+    cli_init(None, subcommand="base")  # what `benco init` runs
+    for name in SCRIPTS:
+        path = project / name
+        lines = path.read_text().splitlines(keepends=True)
+        stock = [i for i, line in enumerate(lines) if line.startswith(STOCK_IMPORT)]
+        assert len(stock) == 1, name
+        lines[stock[0]] = OUR_IMPORT + "\n"
+        path.write_text("".join(lines))
+        # Nothing else differs from BenCo's own script but the line `benco init` added.
+        template = (BencoPath.get_templates_dir() / name).read_text().splitlines(keepends=True)
+        changes = [op for op in difflib.SequenceMatcher(None, template, lines).get_opcodes() if op[0] != "equal"]
+        assert [(tag, lines[j1:j2]) for tag, _, _, j1, j2 in changes] == [("insert", [OUR_IMPORT + "\n"])], name
+
+
+def torchrun(project, script, argv, env):
+    with subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                           "--nproc_per_node=1", script, *argv], cwd=project, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            # SIGTERM, not the SIGKILL of subprocess.run: torchrun then ends the script it
+            # started (in a session of its own), which would otherwise run on.
+            proc.terminate()
+            proc.communicate(timeout=60)
+            raise
+    assert proc.returncode == 0, f"{script}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return stdout
+
+
+def log_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch):
+    cache, project = tmp_path / "cache", tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("IMDLBENCO_MASKCLIP_CACHE", str(cache))
+    monkeypatch.chdir(project)
+    as_the_readme_says(project)
+    # Hidden GPUs make a CUDA machine the machine without CUDA that this path is for.
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+
+    assert benco_maskclip(["export", "sample:test#sdxl", "--output", str(project / "sdxl")]) == 0
+    (project / "balanced_dataset.json").write_text(json.dumps([["OpenSDID", "sample:train#sd15"]]))
+    (project / "test_datasets.json").write_text(json.dumps({"sdxl": str(project / "sdxl" / "sdxl.json")}))
+
+    stdout = torchrun(project, "train.py", [
+        *TINY, "--data_path", "balanced_dataset.json", "--test_data_path", "test_datasets.json", "--batch_size", "16",
+        "--epochs", "1", "--accum_iter", "1", "--lr", "1e-3", "--warmup_epochs", "0", "--if_not_amp",
+        "--output_dir", "train_out", "--log_dir", "train_out"], env)
+    # BalancedDataset built OpenSDID from the registry and drew its 1840 images a round from it.
+    assert "Dataset 1: [OpenSDID] sample:train#sd15 subset=all: 72 samples" in stdout
+    assert "Epoch: [0]  [114/115]" in stdout
+    [trained] = log_lines(project / "train_out" / "log.txt")
+    assert trained["epoch"] == 0
+    assert all(math.isfinite(trained[f"train_{k}"]) for k in ("ce_loss", "bce_loss", "edge_loss", "total_loss"))
+    assert 0.0 <= trained[F1] <= 1.0
+    checkpoint = torch.load(project / "train_out" / "checkpoint-0.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["epoch"] == 0 and checkpoint["args"].model == "MaskCLIP"
+    assert any(k.startswith("pixel_encoder.") for k in checkpoint["model"])  # MaskCLIP's, not the DDP wrapper's
+    assert list((project / "train_out").glob("events.out.tfevents.*"))
+
+    torchrun(project, "test.py", [*TINY, "--test_data_json", "test_datasets.json", "--checkpoint_path", "train_out",
+                                  "--output_dir", "test_out", "--log_dir", "test_out"], env)
+    [tested] = log_lines(project / "test_out" / "sdxl" / "log.txt")
+    assert tested["epoch"] == 0 and tested[F1] == pytest.approx(trained[F1], abs=1e-6)
+
+    # The export folder as BenCo's folder dataset; BenCo's sweep is fixed: blur 0 (none) to 23,
+    # noise 3 to 23, JPEG 50 to 100.
+    stdout = torchrun(project, "test_robust.py", [*TINY, "--test_data_path", "sdxl", "--checkpoint_path",
+                                                  "train_out/checkpoint-0.pth", "--output_dir", "robust_out",
+                                                  "--log_dir", "robust_out"], env)
+    assert stdout.count("len(dataset_test) 14") == 19  # every pass reads all of the folder's sdxl
+    runs = {p.parent.name: log_lines(p) for p in (project / "robust_out").glob("*/log.txt")}
+    assert len(runs) == 19 and sum(name.startswith("GaussianBlur") for name in runs) == 6
+    assert all(len(lines) == 1 and 0.0 <= lines[0][F1] <= 1.0 for lines in runs.values())
+    assert runs["None"][0][F1] == pytest.approx(trained[F1], abs=1e-6)  # unperturbed: what train.py measured
