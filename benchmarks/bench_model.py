@@ -80,6 +80,22 @@ def timed(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def _count_cpu_attention() -> None:
+    """torch's FLOP counter has formulas for SDPA's CUDA kernels only; without these, attention
+    run by SDPA on the CPU would count as no work at all."""
+    from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu)
+    def forward_flops(query_shape, key_shape, value_shape, *args, **kwargs):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs):
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
 def counted_flops(step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -121,6 +137,8 @@ def measure(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        _count_cpu_attention()
     dtype = DTYPES[args.dtype]
     model, forward = build(args, args.child, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
