@@ -345,8 +345,9 @@ def _checkpoint_values(command, argv, config):
         raise UserError(f"--checkpoint_path is required for `{command}`",
                         hint="give a .pth file or a training --output_dir")
     path = checkpoints.resolve(path)
-    saved = checkpoints.saved_flags_of(path)
-    if command == "predict" and not checkpoints.describes_its_model(path):
+    checkpoint = checkpoints.read(path, tensors=False)
+    saved = checkpoints.saved_flags(checkpoint)
+    if command == "predict" and not checkpoints.describes_its_model(checkpoint):
         raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
                         f"model to build is unknown", hint="predict with a checkpoint that command wrote, or one "
                                                            "of the authors' MaskCLIP train.py")

@@ -9,7 +9,7 @@ state dict, no ``model_args``) is rebuilt from its tensor shapes by ``MaskCLIP.f
 by rename.
 
 ``test``, ``test-robust`` and ``predict`` build their model with :func:`model_from_checkpoint`;
-their flag parsing reads the saved flags with :func:`saved_flags_of`, which maps the tensors
+their flag parsing reads the saved flags with ``read(path, tensors=False)``, which maps the tensors
 without reading them.
 """
 import argparse
@@ -104,15 +104,9 @@ def saved_flags(checkpoint):
     return checkpoint.get("args") if isinstance(checkpoint, dict) else None
 
 
-def saved_flags_of(path, flag="--checkpoint_path"):
-    """The training flags saved in the checkpoint file ``path`` (tensors not read), or None."""
-    return saved_flags(read(path, flag, tensors=False))
-
-
-def describes_its_model(path, flag="--checkpoint_path"):
-    """Whether the checkpoint file ``path`` says how to rebuild its model (tensors not read): our
-    ``train`` saves the model flags, an authors' MaskCLIP checkpoint has its tensor shapes."""
-    checkpoint = read(path, flag, tensors=False)
+def describes_its_model(checkpoint):
+    """Whether a checkpoint (``read``'s result) says how to rebuild its model: our ``train`` saves
+    the model flags, an authors' MaskCLIP checkpoint has its tensor shapes."""
     if not isinstance(checkpoint, dict):
         return False
     return hasattr(saved_flags(checkpoint), "model_args") or is_authors_state_dict(checkpoint.get("model", {}))
