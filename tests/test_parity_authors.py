@@ -28,6 +28,7 @@ import authors_reference  # noqa: E402
 
 pytest.importorskip("clip", reason="openai-clip is not installed (pip install -e '.[test]')")
 from authors_reference import SMALL_CLIP, authors_forward, build_authors_maskclip  # noqa: E402
+from test_e2e_cli import run_cli  # noqa: E402
 
 SIZE = 256
 TAPS = "0,1,2,3,3,3,3"
@@ -294,16 +295,6 @@ def four_image_test_set(folder):
     return folder / "test_sets.json"
 
 
-def run_cli(*argv):
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "imdlbenco_maskclip", *argv], cwd=repo, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"{argv}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
 def test_their_checkpoint_goes_through_test_test_robust_and_predict(authors_checkpoint_at_64, tmp_path):
     import json
 
@@ -314,20 +305,20 @@ def test_their_checkpoint_goes_through_test_test_robust_and_predict(authors_chec
     common = ["--checkpoint_path", str(path), "--clip_layers", TAPS, "--device", "cpu", "--num_workers", "0"]
     evaluation = ["--test_data_path", str(four_image_test_set(tmp_path)), "--test_batch_size", "4"]
 
-    log = run_cli("test", *common, *evaluation, "--output_dir", str(tmp_path / "test"))
+    log = run_cli(["test", *common, *evaluation, "--output_dir", str(tmp_path / "test")])
     assert "authors' train.py" in log
     metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["four"]
     assert metrics["n_images"] == 4 and metrics["image_auc"] is not None  # P(fake) is a score
 
-    run_cli("test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
-            "--output_dir", str(tmp_path / "robust"))
+    run_cli(["test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
+             "--output_dir", str(tmp_path / "robust")])
     rows = json.loads((tmp_path / "robust" / "robustness.json").read_text())["rows"]
     assert {row["perturbation"] for row in rows} >= {"gaussian_blur", "jpeg"}
 
     # predict on a 64 x 64 photo (no resize): its mask is their model's on the same pixels
     pixels = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "photo.png")
-    run_cli("predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png"))
+    run_cli(["predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png")])
     mask = np.asarray(Image.open(tmp_path / "predict" / "masks" / "photo.png")).astype(float)
     image = torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255
     image = (image - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
