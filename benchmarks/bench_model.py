@@ -116,6 +116,14 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
     return 2 * 1024 * 1024 * 4096 * runs / (time.perf_counter() - start) / 1e9
 
 
+def time_both_phases(model, train_step, inference_step, steps: int, device: torch.device):
+    """(train s, train FLOPs, inference s, inference FLOPs): each step timed in its mode, then counted."""
+    model.train()
+    train_seconds, train_flops = timed(train_step, steps, device), counted_flops(train_step)
+    model.eval()
+    return train_seconds, train_flops, timed(inference_step, steps, device), counted_flops(inference_step)
+
+
 def build(args, which: str, device: torch.device):
     """(model, forward(batch) -> output dict) for ours or the authors'."""
     if which == "ours":
@@ -164,12 +172,8 @@ def measure(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gflops_before = matmul_gflops(device)
-    model.train()
-    train_seconds = timed(train_step, args.steps, device)
-    train_flops = counted_flops(train_step)
-    model.eval()
-    inference_seconds = timed(inference_step, args.steps, device)
-    inference_flops = counted_flops(inference_step)
+    train_seconds, train_flops, inference_seconds, inference_flops = time_both_phases(
+        model, train_step, inference_step, args.steps, device)
     gflops_after = matmul_gflops(device)
     if device.type == "cuda":
         peak_gb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 30, "CUDA allocated"

@@ -1,0 +1,206 @@
+"""What the whole flow costs: data loading per worker, and each model's train and eval speed.
+
+Two parts, printed as one markdown table:
+
+* **Data loading**, per worker process: samples/s of the training pipeline (decode, the
+  ``--augment`` list, BenCo's resize to ``--image_size``, masks, edge mask, tensors) for
+  OpenSDID's adapter reading parquet rows, against BenCo's ``JsonDataset`` reading the same
+  images exported to PNG files (what ``benco-maskclip export`` writes). The images are the
+  embedded sample's sd15 test split, scaled to each ``--input_sizes`` (OpenSDID's images are
+  512 px for SD1.5 and SD2, 1024 px for SDXL, SD3 and Flux), PNG in both.
+  A DataLoader worker runs exactly this loop, so N workers give at most N times the figure.
+* **Models**: one training step (forward, backward, AdamW) and one inference forward of
+  MaskCLIP (the paper's vitl14_mae), IML-ViT, CAT-Net and TruFor, all with random weights at
+  the same batch, input size and dtype, on a batch from the same pipeline (each model's BenCo
+  post function included: CAT-Net's DCT coefficients). The FLOPs each step counts and the fraction of
+  the machine's fp32 matmul throughput (measured in the same run) come with it.
+
+Example, the figures in the README (2 CPU threads)::
+
+    python benchmarks/bench_flow.py --threads 2
+
+Needs the baselines extra for CAT-Net (``jpegio``); ``--models`` chooses. Nothing is
+downloaded; every file it writes goes to a temporary folder.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import _count_cpu_attention, matmul_gflops, time_both_phases  # noqa: E402
+
+MODELS = {
+    "MaskCLIP": ["--model", "MaskCLIP", "--model_setting", "vitl14_mae", "--clip_pretrained", "none",
+                 "--pixel_pretrained", "none"],
+    "IML_ViT": ["--model", "IML_ViT", "--edge_mask_width", "7"],
+    "Cat_Net": ["--model", "Cat_Net", "--pretrained_rgb", "none", "--pretrained_dct", "none"],
+    "Trufor": ["--model", "Trufor"],  # random weight files are written for it: see trufor_files
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input_sizes", default="512,1024", help="sides of the stored images, comma-separated")
+    parser.add_argument("--image_size", type=int, default=512, help="the pipeline's and the models' input size")
+    parser.add_argument("--augments", default="none,paper", help="--augment values to time, comma-separated")
+    parser.add_argument("--images", type=int, default=48, help="samples per data-loading measurement")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, or '' for data loading only")
+    parser.add_argument("--batch_size", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per model phase, after one warm-up")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return parser.parse_args(argv)
+
+
+def write_inputs(root: Path, side: int, count: int):
+    """The sample's sd15 test rows scaled to side x side: (parquet file, JsonDataset JSON)."""
+    import datasets
+    from PIL import Image
+
+    from imdlbenco_maskclip.datasets import OpenSDID
+    from imdlbenco_maskclip.datasets.export import export_split
+
+    sample = OpenSDID("sample:test#sd15", is_resizing=True)
+    rows = {"key": [], "image": [], "mask": [], "label": []}
+    for index, _, image, mask, label in sample.iter_raw():
+        if index == count:
+            break
+        rows["key"].append(sample.keys[index])
+        rows["image"].append(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+        rows["mask"].append(Image.fromarray(mask[:, :, 0]).resize((side, side), Image.Resampling.NEAREST)
+                            if sample.kinds[index] == "partial" else None)
+        rows["label"].append(label)
+    features = datasets.Features({"key": datasets.Value("string"), "image": datasets.Image(),
+                                  "mask": datasets.Image(), "label": datasets.ClassLabel(names=["real", "fake"])})
+    parquet = root / f"opensdid_{side}" / "sd15-00000-of-00001.parquet"
+    parquet.parent.mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(parquet))
+    stored = OpenSDID(str(parquet), is_resizing=True)
+    return parquet, export_split(stored, root / f"json_{side}")
+
+
+def loading_rate(path: str, augment: str, args) -> float:
+    """Samples/s of one process running the training pipeline over ``path``, after one warm-up sample."""
+    from imdlbenco_maskclip.engine import data
+    from imdlbenco_maskclip.flags import parse
+
+    run_args, _ = parse("train", ["--model", "MaskCLIP", "--data_path", path, "--image_size", str(args.image_size),
+                                  "--if_resizing", "--augment", augment, "--edge_mask_width", "7",
+                                  "--device", "cpu"])
+    dataset = data.open_train_dataset(run_args)
+    dataset[0]
+    start = time.perf_counter()
+    for index in range(len(dataset)):
+        dataset[index]
+    return len(dataset) / (time.perf_counter() - start)
+
+
+def trufor_files(folder: Path):
+    """Random Noiseprint++ and MiT-B2 files in the formats TruFor's constructor reads."""
+    from IMDLBenCo.model_zoo.trufor.trufor import config, confcmx, update_config
+
+    from imdlbenco_maskclip.engine import models
+
+    update_config(config, None, models.FLAG_DEFAULTS["Trufor"]["config_path"])
+    reference = confcmx(cfg=config)
+    torch.save(reference.dncnn.state_dict(), folder / "noiseprint.pth")
+    torch.save(reference.backbone.state_dict(), folder / "mit_b2.pth")
+    return ["--np_pretrain_weights", str(folder / "noiseprint.pth"),
+            "--mit_b2_pretrain_weights", str(folder / "mit_b2.pth")]
+
+
+def model_figures(name: str, parquet: Path, folder: Path, args) -> dict:
+    from torch.utils.data import default_collate
+
+    from imdlbenco_maskclip import compat
+    from imdlbenco_maskclip.engine import data, models
+    from imdlbenco_maskclip.flags import parse
+
+    compat.apply_patches()  # as every command does: CAT-Net's .cuda() calls on a CPU machine
+    device = torch.device(args.device)
+    extra = trufor_files(folder) if name == "Trufor" else []
+    run_args, model_args = parse("train", [*MODELS[name], *extra, "--data_path", str(parquet),
+                                           "--image_size", str(args.image_size), "--if_resizing",
+                                           "--augment", "none", "--device", args.device,
+                                           "--output_dir", str(folder / name)])
+    models.check_requirements(name)
+    model = models.build_model(run_args, model_args).to(device)
+    dataset = data.open_train_dataset(run_args)
+    batch = default_collate([dataset[i] for i in range(args.batch_size)])
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.05)
+
+    def train_step():
+        model(**batch, if_predcit_label=True)["backward_loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def eval_step():
+        with torch.no_grad():
+            model(**batch, if_predcit_label=True)
+
+    train_s, train_flops, eval_s, eval_flops = time_both_phases(model, train_step, eval_step, args.steps, device)
+    return {"train_s": train_s, "eval_s": eval_s, "train_gflop": train_flops / 1e9,
+            "eval_gflop": eval_flops / 1e9, "trainable_m": sum(p.numel() for p in trainable) / 1e6}
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cpu":
+        _count_cpu_attention()
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        sys.exit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="bench_flow_") as tmp:
+        root = Path(tmp)
+        # Keep HF datasets' Arrow copies of the parquet files inside the temporary folder.
+        os.environ["HF_DATASETS_CACHE"] = str(root / "hf_cache")
+        machine_before = matmul_gflops(torch.device(args.device))
+        inputs = {}
+        for side in (int(s) for s in args.input_sizes.split(",") if s):
+            print(f"writing {args.images} images of {side} px ...", file=sys.stderr, flush=True)
+            inputs[side] = write_inputs(root, side, args.images)
+        for side, (parquet, json_list) in inputs.items():
+            for augment in args.augments.split(","):
+                rates = {}
+                for reader, path in (("OpenSDID (parquet)", parquet), ("BenCo JsonDataset (PNG files)", json_list)):
+                    print(f"loading {side} px, --augment {augment}, {reader} ...", file=sys.stderr, flush=True)
+                    rates[reader] = loading_rate(str(path), augment, args)
+                for reader, rate in rates.items():
+                    lines.append(f"| data | {reader} | {side} px PNG -> {args.image_size}, --augment {augment} "
+                                 f"| 1 worker | {rate:.1f} samples/s | | |")
+        figures = {}
+        for name in names:
+            print(f"timing {name} ...", file=sys.stderr, flush=True)
+            figures[name] = model_figures(name, inputs[min(inputs)][0] if inputs else write_inputs(root, 512, 2)[0],
+                                          root, args)
+        machine = (machine_before + matmul_gflops(torch.device(args.device))) / 2
+        for name, f in figures.items():
+            setting = f"batch {args.batch_size}, {args.image_size} px, fp32, {args.device}"
+            for phase, label in (("train", "train step"), ("eval", "inference")):
+                seconds, gflop = f[f"{phase}_s"], f[f"{phase}_gflop"]
+                lines.append(f"| {label} | {name} ({f['trainable_m']:.1f}M trainable) | {setting} "
+                             f"| {torch.get_num_threads()} threads | {args.batch_size / seconds:.2f} images/s "
+                             f"| {gflop:.0f} | {gflop / seconds / machine:.0%} |")
+    print()
+    print(f"machine: fp32 matmul {machine:.0f} GFLOP/s (mean of before and after), torch {torch.__version__}")
+    print()
+    print("| part | what | setting | processes | throughput | GFLOP per step | % of matmul |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
+    print(json.dumps({"machine_gflops": machine, "models": figures}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
