@@ -5,6 +5,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -112,25 +113,35 @@ def photos():
     return sample_mod._load_photos()
 
 
+def on_model_grid(img):
+    """What the model sees of an image at the demo's input handling: BenCo's resize (OpenCV bilinear)."""
+    n = sample_mod.DECODE_SIZE
+    return cv2.resize(img, (n, n), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+
 def traces(split, photo, seed):
-    """What a split's generator leaves, measured as a detector could: on a photo, the share of
-    its fine detail and of its colour that comes through (regression slopes, which the
-    generator's noise does not bias); on a flat grey image, the lattice (the residual averaged
-    per latent-grid phase) and the grain (what is left)."""
+    """What a split's generator leaves, measured on the model's input grid as a detector could:
+    on a photo, the share of its fine detail and of its colour that comes through (regression
+    slopes, which the generator's noise does not bias); on a flat grey image, the lattice along
+    sd15's pattern (the chroma residual averaged per latent-grid phase, projected on sd15's
+    tile) and the grain (what is left of the luminance)."""
     from scipy.ndimage import gaussian_filter
     rng = np.random.default_rng(seed)
     generator = sample_mod.Generator(split)
-    img = sample_mod._crop(photo, (0.0, 1.0), (256, 256), rng)
-    out = generator(img, rng).astype(np.float64)
-    img = img.astype(np.float64)
+    img = sample_mod._crop(photo, (0.0, 1.0), (256, 320), rng)
+    out, img = on_model_grid(generator(img, rng)), on_model_grid(img)
     slope = lambda y, x: (x * y).sum() / (x * x).sum()  # noqa: E731
     fine = lambda a: a - gaussian_filter(a, (1.5, 1.5, 0))  # noqa: E731
     chroma = lambda a: a - a.mean(axis=2, keepdims=True)  # noqa: E731
-    flat = generator(np.full((256, 256, 3), 128, np.uint8), rng).astype(np.float64).mean(axis=2)
-    f = sample_mod.GENERATORS[split]["latent"]
-    lattice = flat.reshape(256 // f, f, 256 // f, f).mean(axis=(0, 2))
-    grain = (flat - np.tile(lattice, (256 // f, 256 // f))).std()
-    return np.array([slope(fine(out), fine(img)), lattice.std(), grain, slope(chroma(out), chroma(img))])
+    flat = on_model_grid(generator(np.full((240, 304, 3), 128, np.uint8), rng))
+    f, n = sample_mod.GENERATORS[split]["latent"], sample_mod.DECODE_SIZE
+    direction = sample_mod._LATTICE_COLOUR[3]
+    along = flat @ direction / (direction @ direction)
+    lattice = along.reshape(n // f, f, n // f, f).mean(axis=(0, 2))
+    sd15_tile = sample_mod.Generator("sd15").tile
+    grain = (flat.mean(axis=2) - flat.mean()).std()
+    return np.array([slope(fine(out), fine(img)), (lattice * sd15_tile).mean(), grain,
+                     slope(chroma(out), chroma(img))])
 
 
 def test_each_split_has_its_own_generator_traces_and_flux_differs_most_from_sd15(photos):

@@ -8,7 +8,7 @@ dataset. Nothing of it is committed: it is built on first use.
 
 Layout, under ``$IMDLBENCO_MASKCLIP_CACHE`` (default ``~/.cache/imdlbenco_maskclip``)::
 
-    opensdid_sample_v2/
+    opensdid_sample_v3/
         README.md  manifest.json
         train/README.md  train/data/sd15-0000{0,1}-of-00002.parquet
         test/README.md   test/data/{sd15,sd2,sdxl,sd3,flux}-00000-of-00001.parquet
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 
 # name -> (package, file inside it, credit, licence)
 PHOTOS = {
@@ -95,29 +95,40 @@ PLANS = {
 }
 AREA = (0.06, 0.25)  # an edit's share of the image
 
+# The demo's input grid, which the generators below are designed for: `--image_size 128` with
+# `--if_resizing` (BenCo's bilinear resize). A generator decodes on this grid, whatever the
+# image's own size, and its output is scaled up to the image with an interpolating kernel, so
+# that the resize brings back the decoded pixels, traces included, on the model's input grid:
+# as with a real latent-diffusion model whose output reaches a detector at its native size.
+DECODE_SIZE = 128
+
 # Per split, the "generator" whose decoder renders every edited region and every fully
 # generated image, imitating what a latent-diffusion decoder leaves: the content passes
-# through a latent grid `latent` times coarser, comes back up with the split's `kernel`,
-# keeps `detail` of its own fine structure (1 keeps it all; flux's decoder sharpens), gets
-# the decoder's `lattice` (a fixed pattern repeating with the latent grid, std in 0-255
-# levels), `grain` (white noise std) and its colour handling (`saturation`, per-channel
-# `gains`). sd2 is close to sd15; sdxl, sd3 and flux move away from it in that order, flux
-# keeping all detail (sharpened), no lattice, little grain: a detector of sd15's traces finds least
-# there, as in the paper's Table 3. Designed for `--image_size 128` with resizing (BenCo's
-# bilinear resize, no antialiasing): the 192-320 px images shrink 1.5-2.5x,
-# the latent grid's period stays 3-5 px and the grain is aliased rather than averaged away.
+# through a latent grid `latent` times coarser than DECODE_SIZE, comes back up with the
+# split's `kernel`, keeps `detail` of its own fine structure (1 keeps it all; flux's decoder
+# sharpens), and gets the decoder's `lattice` (a fixed pattern repeating with the latent grid,
+# std in 0-255 levels; `lattice_share` of it is sd15's pattern, the rest the split's own),
+# `grain` (white noise std) and its colour handling (`saturation`, per-channel `gains`).
+# sd2 is close to sd15; sdxl, sd3 and flux move away from it in that order, flux keeping all
+# detail (sharpened), no lattice and little grain: a detector of sd15's traces finds least
+# there, as in the paper's Table 3.
 GENERATORS = {
-    "sd15": dict(latent=8, kernel="bilinear", detail=0.2, lattice=5.0, grain=8.0,
+    "sd15": dict(latent=4, kernel="bilinear", detail=0.2, lattice=14.0, lattice_share=1.0, grain=3.0,
                  saturation=0.92, gains=(1.03, 1.0, 0.96)),
-    "sd2": dict(latent=8, kernel="bicubic", detail=0.25, lattice=5.0, grain=7.0,
-                saturation=0.95, gains=(0.98, 1.0, 1.03)),
-    "sdxl": dict(latent=8, kernel="bicubic", detail=0.5, lattice=3.0, grain=4.5,
+    "sd2": dict(latent=4, kernel="bilinear", detail=0.3, lattice=14.0, lattice_share=0.8, grain=3.0,
+                saturation=0.95, gains=(1.02, 1.0, 0.98)),
+    "sdxl": dict(latent=4, kernel="bicubic", detail=0.5, lattice=10.0, lattice_share=0.5, grain=2.5,
                  saturation=1.0, gains=(1.0, 1.02, 0.99)),
-    "sd3": dict(latent=8, kernel="lanczos", detail=0.75, lattice=1.5, grain=2.5,
+    "sd3": dict(latent=4, kernel="lanczos", detail=0.75, lattice=7.0, lattice_share=0.25, grain=2.0,
                 saturation=1.05, gains=(1.0, 1.0, 1.0)),
-    "flux": dict(latent=8, kernel="lanczos", detail=1.15, lattice=0.0, grain=0.5,
+    "flux": dict(latent=4, kernel="lanczos", detail=1.15, lattice=0.0, lattice_share=0.0, grain=1.0,
                  saturation=1.12, gains=(1.01, 1.0, 1.01)),
 }
+# The lattice's direction in colour: on RGB it changes the colour but not the luminance
+# (Rec. 601 weights), which the eye hardly sees at the lattice's fine period and a detector
+# finds as easily; on a grey image it can only change the luminance, which the eye sees, so
+# it is weaker there.
+_LATTICE_COLOUR = {3: np.array([1.0, -0.315, -1.0], np.float32), 1: np.array([0.4], np.float32)}
 _KERNELS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "lanczos": Image.Resampling.LANCZOS}
 
@@ -259,33 +270,45 @@ class Generator:
     """One split's stand-in for a latent-diffusion model's decoder (see :data:`GENERATORS`).
 
     ``generator(content, rng)`` renders an (H, W, C) uint8 image as this split's decoder
-    would: same size and channels, every pixel changed, the split's traces throughout.
+    would: same size and channels, every pixel changed, the split's traces throughout,
+    laid out on the DECODE_SIZE grid.
     """
 
     def __init__(self, split):
-        self.params = GENERATORS[split]
-        f = self.params["latent"]
-        # The lattice is the decoder's own: one pattern per split, not per image.
-        tile = np.random.default_rng(zlib.crc32(f"opensdid-sample-lattice/{split}".encode())).normal(size=(f, f))
-        self.tile = ((tile - tile.mean()) / tile.std()).astype(np.float32)
+        self.params = p = GENERATORS[split]
+        # The lattice is the decoder's own: one pattern per split, not per image, sharing
+        # `lattice_share` of sd15's so that a detector of sd15's finds it in proportion.
+        own, sd15 = (_unit_tile(name, p["latent"]) for name in (split, "sd15"))
+        share = p["lattice_share"]
+        self.tile = share * sd15 + np.sqrt(1 - share ** 2) * own if split != "sd15" else sd15
 
     def __call__(self, content, rng):
         from scipy.ndimage import gaussian_filter
         p = self.params
-        f = p["latent"]
+        n, f = DECODE_SIZE, p["latent"]
         h, w, c = content.shape
-        x = content.astype(np.float32)
         pil = Image.fromarray(content[:, :, 0] if c == 1 else content)
-        latent = pil.resize((max(1, -(-w // f)), max(1, -(-h // f))), Image.Resampling.BOX)
-        decoded = np.asarray(latent.resize((w, h), _KERNELS[p["kernel"]]), dtype=np.float32)
-        decoded = decoded.reshape(h, w, c)
+        grid = pil.resize((n, n), Image.Resampling.BILINEAR)
+        x = np.asarray(grid, dtype=np.float32).reshape(n, n, c)
+        latent = grid.resize((n // f, n // f), Image.Resampling.BOX)
+        decoded = np.asarray(latent.resize((n, n), _KERNELS[p["kernel"]]), dtype=np.float32).reshape(n, n, c)
         decoded += p["detail"] * (x - gaussian_filter(x, sigma=(f / 2, f / 2, 0)))
         if c == 3:
             grey = decoded.mean(axis=2, keepdims=True)
             decoded = (grey + p["saturation"] * (decoded - grey)) * np.asarray(p["gains"], np.float32)
-        decoded += p["lattice"] * np.tile(self.tile, (-(-h // f), -(-w // f)))[:h, :w, None]
+        decoded += p["lattice"] * np.tile(self.tile, (n // f, n // f))[:, :, None] * _LATTICE_COLOUR[c]
         decoded += rng.normal(0, p["grain"], decoded.shape).astype(np.float32)
-        return np.clip(np.rint(decoded), 0, 255).astype(np.uint8)
+        # Back to the image's size through a kernel that passes through its samples: BenCo's
+        # resize to DECODE_SIZE then lands on them (to within rounding) and finds the traces.
+        channels = [Image.fromarray(decoded[:, :, i], mode="F").resize((w, h), Image.Resampling.BICUBIC)
+                    for i in range(c)]
+        out = np.stack([np.asarray(ch) for ch in channels], axis=2)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _unit_tile(name, f):
+    tile = np.random.default_rng(zlib.crc32(f"opensdid-sample-lattice/{name}".encode())).normal(size=(f, f))
+    return ((tile - tile.mean()) / tile.std()).astype(np.float32)
 
 
 def _crop(photo, band, size, rng):
@@ -313,7 +336,8 @@ def _shape(rng, area_px, kind, limit):
     c = side / 2
     if kind == "polygon":
         n = int(rng.integers(5, 11))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        # Jittered around evenly spread directions: random angles can bunch up into a sliver.
+        angles = (np.arange(n) + rng.uniform(-0.35, 0.35, n)) * (2 * np.pi / n)
         radii = r * rng.uniform(0.6, 1.25, n)
         draw.polygon([(c + q * np.cos(a), c + q * np.sin(a)) for a, q in zip(angles, radii)], fill=255)
     else:
@@ -346,14 +370,11 @@ def _area(img, rng):
 def _render(img, content, mask, generator, rng):
     """``img`` with the pixels under ``mask`` replaced by the generator's rendering of ``content``.
 
-    Only the mask's box is rendered (the edits build in seconds), its corner on the latent
-    grid so that the lattice lines up with the image's as in a fully generated image.
+    The whole image is rendered, so that the edit's traces sit on the same grid as those of a
+    fully generated image.
     """
-    f = generator.params["latent"]
-    ys, xs = np.nonzero(mask)
-    box = (slice(ys.min() // f * f, ys.max() + 1), slice(xs.min() // f * f, xs.max() + 1))
     out = img.copy()
-    out[box][mask[box]] = generator(content[box], rng)[mask[box]]
+    out[mask] = generator(content, rng)[mask]
     return out
 
 
