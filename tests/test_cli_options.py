@@ -125,7 +125,7 @@ def test_benco_json_sources_and_split_names(tmp_path):
     assert isinstance(train, BalancedDataset) and len(train) == 1840  # BenCo's samples per entry and epoch
     sources = data.test_sources(args)
     assert list(sources) == ["in_domain", "cross"]
-    assert [len(data.open_test_dataset(args, name, source)) for name, source in sources.items()] == [16, 16]
+    assert [len(data.open_test_dataset(args, name, source)) for name, source in sources.items()] == [84, 83]
 
     args.test_data_path = "sample:test#sd3"
     assert list(data.test_sources(args)) == ["sd3"]

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SPLIT_SIZES = {"sd2": 18, "sdxl": 14}  # not multiples of 4 (one process) or 8 (two): short batch and tail
+SPLIT_SIZES = {"sd2": 82, "sdxl": 81}  # not multiples of 4 (one process) or 8 (two): short batch and tail
 TINY = ["--device", "cpu", "--model_setting", "tiny", "--image_size", "64", "--if_resizing",
         "--edge_mask_width", "3", "--num_workers", "0", "--test_batch_size", "4", "--seed", "0",
         "--test_data_path", "sample:test", "--test_splits", ",".join(SPLIT_SIZES)]
-# Trains on the 16-image sd15 test split of the sample: the 72-image train split is 4x slower
+# Trains on the 84-image sd15 test split of the sample: the 300-image train split is 3.5x slower
 # and these tests check the pipeline, not what the model learns.
 TRAIN = ["train", *TINY, "--data_path", "sample:test#sd15", "--batch_size", "4", "--epochs", "2",
          "--test_period", "2", "--optimizer", "adam", "--lr", "1e-3", "--warmup_epochs", "0"]
@@ -75,7 +75,7 @@ def test_single_process_training_keeps_last_and_best_checkpoints_and_writes_repo
     assert [line["epoch"] for line in lines] == [0, 1]
     assert all(math.isfinite(line["train_total_loss"]) for line in lines)
     assert "test_sd2_n_images" not in lines[0]
-    assert lines[-1]["test_sd2_n_images"] == 18 and lines[-1]["test_sdxl_n_images"] == 14
+    assert lines[-1]["test_sd2_n_images"] == 82 and lines[-1]["test_sdxl_n_images"] == 81
     metrics = read_json(trained / "metrics.json")
     assert_complete_metrics(metrics)
     for split in SPLIT_SIZES:  # the final tables are the last test's
@@ -98,9 +98,9 @@ def test_one_and_two_process_tests_agree_and_keep_each_split_log_apart(trained, 
     for nproc in (1, 2):
         out = tmp_path / f"test_{nproc}"
         stdout = run_cli(["test", *TINY, "--checkpoint_path", str(trained), "--output_dir", str(out)], nproc=nproc)
-        if nproc == 2:  # batches of 4 on 2 processes: 18 = 2 x 8 + 2, 14 = 1 x 8 + 6
-            assert "sd2: 18 samples, 2 batch(es) per process + 2 in BenCo's tail pass" in stdout
-            assert "sdxl: 14 samples, 1 batch(es) per process + 6 in BenCo's tail pass" in stdout
+        if nproc == 2:  # batches of 4 on 2 processes: 82 = 10 x 8 + 2, 81 = 10 x 8 + 1
+            assert "sd2: 82 samples, 10 batch(es) per process + 2 in BenCo's tail pass" in stdout
+            assert "sdxl: 81 samples, 10 batch(es) per process + 1 in BenCo's tail pass" in stdout
         results[nproc] = read_json(out / "metrics.json")
         assert results[nproc]["checkpoint"].endswith("checkpoint-best.pth")
         assert_complete_metrics(results[nproc])
@@ -124,7 +124,7 @@ def test_robustness_sweep_writes_json_csv_and_curves(trained, tmp_path):
     assert [(r["perturbation"], r["level"]) for r in rows] == [
         ("clean", 0), ("gaussian_blur", 3), ("jpeg", 90), ("gaussian_noise", 10)]
     for row in rows:
-        assert row["split"] == "sd2" and row["n_images"] == 18
+        assert row["split"] == "sd2" and row["n_images"] == 82
         assert all(math.isfinite(row[key]) for key in METRICS)
     csv_lines = (tmp_path / "robustness.csv").read_text().splitlines()
     assert csv_lines[0].startswith("split,perturbation,level,pixel_f1") and len(csv_lines) == 5

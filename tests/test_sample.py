@@ -5,6 +5,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,12 +14,12 @@ from imdlbenco_maskclip.datasets import OPENSDID_SPLITS, OpenSDID
 from imdlbenco_maskclip.datasets import sample as sample_mod
 
 EXPECTED = {  # split -> (rows, real, partial, full)
-    "train/sd15": (72, 36, 27, 9),
-    "test/sd15": (16, 8, 6, 2),
-    "test/sd2": (18, 8, 7, 3),
-    "test/sdxl": (14, 7, 6, 1),
-    "test/sd3": (18, 8, 7, 3),
-    "test/flux": (16, 8, 6, 2),
+    "train/sd15": (300, 80, 180, 40),
+    "test/sd15": (84, 30, 44, 10),
+    "test/sd2": (82, 30, 43, 9),
+    "test/sdxl": (81, 29, 42, 10),
+    "test/sd3": (84, 30, 44, 10),
+    "test/flux": (83, 30, 43, 10),
 }
 
 
@@ -80,7 +81,7 @@ def test_sample_splits_and_edits(cache):
     assert sorted(sample_mod.PLANS["test"]) == sorted(OPENSDID_SPLITS)
     keys = OpenSDID("sample:train", is_resizing=True).keys
     for edit in ("splice", "copymove", "inpaint"):
-        assert sum(k.endswith(f"_{edit}.png") for k in keys) == 9
+        assert sum(k.endswith(f"_{edit}.png") for k in keys) == 60
     with pytest.raises(ValueError, match=r"several splits \['flux', 'sd15', 'sd2', 'sd3', 'sdxl'\]"):
         OpenSDID("sample:test", is_resizing=True)
     # Grey photos stay single-channel in the files, as some real datasets have them.
@@ -97,22 +98,74 @@ def test_edit_masks_are_exact(edit):
     """Outside the mask every pixel is the photo's; inside, (almost) every pixel changed."""
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)
-    plan = sample_mod.PLANS["test"]["sd2"]
+    generator = sample_mod.Generator("sd2")
     if edit == "splice":
-        out, mask = sample_mod._splice(img, rng.integers(0, 256, img.shape, dtype=np.uint8), plan, rng)
+        out, mask = sample_mod._splice(img, rng.integers(0, 256, img.shape, dtype=np.uint8), generator, rng)
     else:
-        out, mask = sample_mod._EDIT_FUNCS[edit](img, plan, rng)
+        out, mask = sample_mod._EDIT_FUNCS[edit](img, generator, rng)
     assert mask.dtype == bool and 0.02 < mask.mean() < 0.5
     assert np.array_equal(out[~mask], img[~mask])
     assert (out[mask] != img[mask]).any(axis=1).mean() > 0.9
 
 
-def test_full_resynthesis_changes_the_whole_image():
+@pytest.fixture(scope="module")
+def photos():
+    return sample_mod._load_photos()
+
+
+def on_model_grid(img):
+    """What the model sees of an image at the demo's input handling: BenCo's resize (OpenCV bilinear)."""
+    n = sample_mod.DECODE_SIZE
+    return cv2.resize(img, (n, n), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+
+def traces(split, photo, seed):
+    """What a split's generator leaves, measured on the model's input grid as a detector could:
+    on a photo, the share of its fine detail and of its colour that comes through (regression
+    slopes, which the generator's noise does not bias); on a flat grey image, the lattice along
+    sd15's pattern (the chroma residual averaged per latent-grid phase, projected on sd15's
+    tile) and the grain (what is left of the luminance)."""
+    from scipy.ndimage import gaussian_filter
+    rng = np.random.default_rng(seed)
+    generator = sample_mod.Generator(split)
+    img = sample_mod._crop(photo, (0.0, 1.0), (256, 320), rng)
+    out, img = on_model_grid(generator(img, rng)), on_model_grid(img)
+    slope = lambda y, x: (x * y).sum() / (x * x).sum()  # noqa: E731
+    fine = lambda a: a - gaussian_filter(a, (1.5, 1.5, 0))  # noqa: E731
+    chroma = lambda a: a - a.mean(axis=2, keepdims=True)  # noqa: E731
+    flat = on_model_grid(generator(np.full((240, 304, 3), 128, np.uint8), rng))
+    f, n = sample_mod.GENERATORS[split]["latent"], sample_mod.DECODE_SIZE
+    direction = sample_mod._LATTICE_COLOUR[3]
+    along = flat @ direction / (direction @ direction)
+    lattice = along.reshape(n // f, f, n // f, f).mean(axis=(0, 2))
+    sd15_tile = sample_mod.Generator("sd15").tile
+    grain = (flat.mean(axis=2) - flat.mean()).std()
+    return np.array([slope(fine(out), fine(img)), (lattice * sd15_tile).mean(), grain,
+                     slope(chroma(out), chroma(img))])
+
+
+def test_each_split_has_its_own_generator_traces_and_flux_differs_most_from_sd15(photos):
+    """Traces are consistent within a split (two photos, two seeds) and differ between splits,
+    growing from sd2 to flux away from sd15's (the model trained on sd15 should find least in flux)."""
+    chelsea, coffee = photos["chelsea"], photos["coffee"]
+    splits = ["sd15", "sd2", "sdxl", "sd3", "flux"]
+    scale = np.ptp([traces(s, chelsea, 0) for s in splits], axis=0)  # each trace's range over the splits
+    distance = lambda a, b: np.linalg.norm((a - b) / scale)  # noqa: E731
+    same = {s: distance(traces(s, chelsea, 0), traces(s, coffee, 1)) for s in splits}
+    from_sd15 = {s: distance(traces("sd15", chelsea, 0), traces(s, coffee, 1)) for s in splits[1:]}
+    assert max(same.values()) < min(from_sd15.values()), (same, from_sd15)
+    assert list(from_sd15) == sorted(from_sd15, key=from_sd15.get), from_sd15
+
+
+def test_generator_changes_every_pixel_the_same_way_every_time():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    out = sample_mod._resynthesise(img, rng)
+    out = sample_mod.Generator("sd15")(img, np.random.default_rng(3))
     assert out.shape == img.shape and out.dtype == np.uint8
     assert (out != img).any(axis=2).mean() > 0.95
+    assert np.array_equal(out, sample_mod.Generator("sd15")(img, np.random.default_rng(3)))
+    grey = sample_mod.Generator("flux")(img[:, :, :1], rng)
+    assert grey.shape == (64, 80, 1)
 
 
 def test_sample_is_deterministic(tmp_path):

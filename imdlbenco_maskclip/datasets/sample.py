@@ -8,7 +8,7 @@ dataset. Nothing of it is committed: it is built on first use.
 
 Layout, under ``$IMDLBENCO_MASKCLIP_CACHE`` (default ``~/.cache/imdlbenco_maskclip``)::
 
-    opensdid_sample_v1/
+    opensdid_sample_v3/
         README.md  manifest.json
         train/README.md  train/data/sd15-0000{0,1}-of-00002.parquet
         test/README.md   test/data/{sd15,sd2,sdxl,sd3,flux}-00000-of-00001.parquet
@@ -23,12 +23,15 @@ the right 40%, so no test pixel was seen in training. Kinds:
 * real: the crop as it is (photos in grey stay single-channel ``L`` PNGs);
 * partial (key ``partial/...``, exact 0/255 mask): ``splice`` (a polygon from
   another photo), ``copymove`` (a polygon of the same image moved elsewhere),
-  ``inpaint`` (an irregular blob replaced by a blurred, noised, tinted copy);
-* full (key ``full/...``, no mask): the whole image resynthesised (down/up
-  sampling, colour quantisation, channel mixing, grain).
+  ``inpaint`` (an irregular blob filled from its blurred, tinted surroundings);
+* full (key ``full/...``, no mask): the whole image.
 
-Edit sizes and strengths differ per test split (see :data:`PLANS`), ``flux``
-being the subtlest, as in the paper where later generators are harder.
+The pixels of every edited region and every fully generated image come out of
+the split's :class:`Generator`, a stand-in for a latent-diffusion decoder whose
+traces (latent grid, up-sampling kernel, lattice, grain, colour) are the same
+throughout a split and differ between splits (:data:`GENERATORS`): as with real
+OpenSDID fakes, a detector can learn them from ``sd15`` and finds less of them
+in the other splits, least in ``flux``.
 """
 import hashlib
 import io
@@ -43,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 3
 
 # name -> (package, file inside it, credit, licence)
 PHOTOS = {
@@ -73,26 +76,61 @@ PHOTOS = {
                "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)"),
 }
 
-# Per split: how many rows of each kind, mask area as a fraction of the image,
-# inpainting blur sigma and noise std (0-255 scale).
+# Per split: how many rows of each kind, and the parquet shards. Edits have the same sizes in
+# every split, so that what differs between splits is the generator alone. Train: hundreds of
+# rows to learn from; test: 40+ partial fakes per split, for pixel F1 that a few images do not
+# swing. sd2 and sdxl have sizes that are not multiples of 4 or 8: tests use them for the short
+# last batch.
 PLANS = {
     "train": {
-        "sd15": dict(real=36, splice=9, copymove=9, inpaint=9, full=9,
-                     area=(0.04, 0.20), sigma=(3.0, 6.0), noise=(3.0, 8.0), shards=2),
+        "sd15": dict(real=80, splice=60, copymove=60, inpaint=60, full=40, shards=2),
     },
     "test": {
-        "sd15": dict(real=8, splice=2, copymove=2, inpaint=2, full=2,
-                     area=(0.04, 0.20), sigma=(3.0, 6.0), noise=(3.0, 8.0), shards=1),
-        "sd2": dict(real=8, splice=3, copymove=1, inpaint=3, full=3,
-                    area=(0.08, 0.30), sigma=(5.0, 9.0), noise=(6.0, 12.0), shards=1),
-        "sdxl": dict(real=7, splice=2, copymove=2, inpaint=2, full=1,
-                     area=(0.03, 0.12), sigma=(2.0, 4.0), noise=(2.0, 5.0), shards=1),
-        "sd3": dict(real=8, splice=1, copymove=3, inpaint=3, full=3,
-                    area=(0.10, 0.35), sigma=(4.0, 8.0), noise=(4.0, 10.0), shards=1),
-        "flux": dict(real=8, splice=1, copymove=1, inpaint=4, full=2,
-                     area=(0.02, 0.08), sigma=(1.5, 3.0), noise=(1.0, 3.0), shards=1),
+        "sd15": dict(real=30, splice=15, copymove=15, inpaint=14, full=10, shards=1),
+        "sd2": dict(real=30, splice=14, copymove=15, inpaint=14, full=9, shards=1),
+        "sdxl": dict(real=29, splice=14, copymove=14, inpaint=14, full=10, shards=1),
+        "sd3": dict(real=30, splice=15, copymove=14, inpaint=15, full=10, shards=1),
+        "flux": dict(real=30, splice=14, copymove=14, inpaint=15, full=10, shards=1),
     },
 }
+AREA = (0.06, 0.25)  # an edit's share of the image
+
+# The demo's input grid, which the generators below are designed for: `--image_size 128` with
+# `--if_resizing` (BenCo's bilinear resize). A generator decodes on this grid, whatever the
+# image's own size, and its output is scaled up to the image with an interpolating kernel, so
+# that the resize brings back the decoded pixels, traces included, on the model's input grid:
+# as with a real latent-diffusion model whose output reaches a detector at its native size.
+DECODE_SIZE = 128
+
+# Per split, the "generator" whose decoder renders every edited region and every fully
+# generated image, imitating what a latent-diffusion decoder leaves: the content passes
+# through a latent grid `latent` times coarser than DECODE_SIZE, comes back up with the
+# split's `kernel`, keeps `detail` of its own fine structure (1 keeps it all; flux's decoder
+# sharpens), and gets the decoder's `lattice` (a fixed pattern repeating with the latent grid,
+# std in 0-255 levels; `lattice_share` of it is sd15's pattern, the rest the split's own),
+# `grain` (white noise std) and its colour handling (`saturation`, per-channel `gains`).
+# sd2 is close to sd15; sdxl, sd3 and flux move away from it in that order, flux keeping all
+# detail (sharpened), no lattice and little grain: a detector of sd15's traces finds least
+# there, as in the paper's Table 3.
+GENERATORS = {
+    "sd15": dict(latent=4, kernel="bilinear", detail=0.2, lattice=14.0, lattice_share=1.0, grain=3.0,
+                 saturation=0.92, gains=(1.03, 1.0, 0.96)),
+    "sd2": dict(latent=4, kernel="bilinear", detail=0.3, lattice=14.0, lattice_share=0.8, grain=3.0,
+                saturation=0.95, gains=(1.02, 1.0, 0.98)),
+    "sdxl": dict(latent=4, kernel="bicubic", detail=0.5, lattice=10.0, lattice_share=0.5, grain=2.5,
+                 saturation=1.0, gains=(1.0, 1.02, 0.99)),
+    "sd3": dict(latent=4, kernel="lanczos", detail=0.75, lattice=7.0, lattice_share=0.25, grain=2.0,
+                saturation=1.05, gains=(1.0, 1.0, 1.0)),
+    "flux": dict(latent=4, kernel="lanczos", detail=1.15, lattice=0.0, lattice_share=0.0, grain=1.0,
+                 saturation=1.12, gains=(1.01, 1.0, 1.01)),
+}
+# The lattice's direction in colour: on RGB it changes the colour but not the luminance
+# (Rec. 601 weights), which the eye hardly sees at the lattice's fine period and a detector
+# finds as easily; on a grey image it can only change the luminance, which the eye sees, so
+# it is weaker there.
+_LATTICE_COLOUR = {3: np.array([1.0, -0.315, -1.0], np.float32), 1: np.array([0.4], np.float32)}
+_KERNELS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+            "lanczos": Image.Resampling.LANCZOS}
 
 _SIZES = [(192, 256), (224, 224), (256, 256), (240, 320), (320, 240), (256, 192),
           (288, 288), (320, 320), (208, 304), (304, 208), (256, 320), (320, 256)]  # (H, W)
@@ -204,6 +242,7 @@ def _load_photos():
 
 def _make_split(part, split, plan, photos):
     rng = np.random.default_rng(zlib.crc32(f"opensdid-sample-v{SAMPLE_VERSION}/{part}/{split}".encode()))
+    generator = Generator(split)
     kinds = ["real"] * plan["real"] + [e for e in _EDITS for _ in range(plan[e])] + ["full"] * plan["full"]
     kinds = [kinds[i] for i in rng.permutation(len(kinds))]
     names = sorted(photos)
@@ -216,15 +255,60 @@ def _make_split(part, split, plan, photos):
         if kind == "real":
             rows.append(_row(f"real/{split}/real/{i:05d}_{photo}.png", img, None, 0))
         elif kind == "full":
-            rows.append(_row(f"full/{split}/fake/{i:05d}_{photo}_resynth.png", _resynthesise(img, rng), None, 1))
+            rows.append(_row(f"full/{split}/fake/{i:05d}_{photo}_generated.png", generator(img, rng), None, 1))
         else:
             if kind == "splice":
                 donor_name = names[(names.index(photo) + 1 + rng.integers(len(names) - 1)) % len(names)]
-                edited, mask = _splice(img, _crop(photos[donor_name], _BANDS[part], size, rng), plan, rng)
+                edited, mask = _splice(img, _crop(photos[donor_name], _BANDS[part], size, rng), generator, rng)
             else:
-                edited, mask = _EDIT_FUNCS[kind](img, plan, rng)
+                edited, mask = _EDIT_FUNCS[kind](img, generator, rng)
             rows.append(_row(f"partial/{split}/fake/{i:05d}_{photo}_{kind}.png", edited, mask, 1))
     return rows
+
+
+class Generator:
+    """One split's stand-in for a latent-diffusion model's decoder (see :data:`GENERATORS`).
+
+    ``generator(content, rng)`` renders an (H, W, C) uint8 image as this split's decoder
+    would: same size and channels, every pixel changed, the split's traces throughout,
+    laid out on the DECODE_SIZE grid.
+    """
+
+    def __init__(self, split):
+        self.params = p = GENERATORS[split]
+        # The lattice is the decoder's own: one pattern per split, not per image, sharing
+        # `lattice_share` of sd15's so that a detector of sd15's finds it in proportion.
+        own, sd15 = (_unit_tile(name, p["latent"]) for name in (split, "sd15"))
+        share = p["lattice_share"]
+        self.tile = share * sd15 + np.sqrt(1 - share ** 2) * own if split != "sd15" else sd15
+
+    def __call__(self, content, rng):
+        from scipy.ndimage import gaussian_filter
+        p = self.params
+        n, f = DECODE_SIZE, p["latent"]
+        h, w, c = content.shape
+        pil = Image.fromarray(content[:, :, 0] if c == 1 else content)
+        grid = pil.resize((n, n), Image.Resampling.BILINEAR)
+        x = np.asarray(grid, dtype=np.float32).reshape(n, n, c)
+        latent = grid.resize((n // f, n // f), Image.Resampling.BOX)
+        decoded = np.asarray(latent.resize((n, n), _KERNELS[p["kernel"]]), dtype=np.float32).reshape(n, n, c)
+        decoded += p["detail"] * (x - gaussian_filter(x, sigma=(f / 2, f / 2, 0)))
+        if c == 3:
+            grey = decoded.mean(axis=2, keepdims=True)
+            decoded = (grey + p["saturation"] * (decoded - grey)) * np.asarray(p["gains"], np.float32)
+        decoded += p["lattice"] * np.tile(self.tile, (n // f, n // f))[:, :, None] * _LATTICE_COLOUR[c]
+        decoded += rng.normal(0, p["grain"], decoded.shape).astype(np.float32)
+        # Back to the image's size through a kernel that passes through its samples: BenCo's
+        # resize to DECODE_SIZE then lands on them (to within rounding) and finds the traces.
+        channels = [Image.fromarray(decoded[:, :, i], mode="F").resize((w, h), Image.Resampling.BICUBIC)
+                    for i in range(c)]
+        out = np.stack([np.asarray(ch) for ch in channels], axis=2)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _unit_tile(name, f):
+    tile = np.random.default_rng(zlib.crc32(f"opensdid-sample-lattice/{name}".encode())).normal(size=(f, f))
+    return ((tile - tile.mean()) / tile.std()).astype(np.float32)
 
 
 def _crop(photo, band, size, rng):
@@ -252,7 +336,8 @@ def _shape(rng, area_px, kind, limit):
     c = side / 2
     if kind == "polygon":
         n = int(rng.integers(5, 11))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        # Jittered around evenly spread directions: random angles can bunch up into a sliver.
+        angles = (np.arange(n) + rng.uniform(-0.35, 0.35, n)) * (2 * np.pi / n)
         radii = r * rng.uniform(0.6, 1.25, n)
         draw.polygon([(c + q * np.cos(a), c + q * np.sin(a)) for a, q in zip(angles, radii)], fill=255)
     else:
@@ -277,26 +362,37 @@ def _full_mask(patch, yx, shape):
     return mask
 
 
-def _area(img, plan, rng):
+def _area(img, rng):
     h, w = img.shape[:2]
-    return rng.uniform(*plan["area"]) * h * w, min(h, w)
+    return rng.uniform(*AREA) * h * w, min(h, w)
 
 
-def _splice(img, donor, plan, rng):
-    area, limit = _area(img, plan, rng)
+def _render(img, content, mask, generator, rng):
+    """``img`` with the pixels under ``mask`` replaced by the generator's rendering of ``content``.
+
+    The whole image is rendered, so that the edit's traces sit on the same grid as those of a
+    fully generated image.
+    """
+    out = img.copy()
+    out[mask] = generator(content, rng)[mask]
+    return out
+
+
+def _splice(img, donor, generator, rng):
+    """A polygon of another photo, as the generator renders it."""
+    area, limit = _area(img, rng)
     patch = _shape(rng, area, "polygon", limit)
     mask = _full_mask(patch, _place(patch, img.shape, rng), img.shape)
     if donor.shape[2] != img.shape[2]:
         donor = np.asarray(Image.fromarray(donor[:, :, 0] if donor.shape[2] == 1 else donor)
                            .convert("L" if img.shape[2] == 1 else "RGB"))
         donor = donor[:, :, None] if donor.ndim == 2 else donor
-    out = img.copy()
-    out[mask] = donor[mask]
-    return out, mask
+    return _render(img, donor, mask, generator, rng), mask
 
 
-def _copymove(img, plan, rng):
-    area, limit = _area(img, plan, rng)
+def _copymove(img, generator, rng):
+    """A polygon of the same image moved elsewhere, as the generator renders it."""
+    area, limit = _area(img, rng)
     patch = _shape(rng, area, "polygon", limit)
     src = _place(patch, img.shape, rng)
     # Prefer a destination at least half a patch away so the move is visible.
@@ -304,50 +400,33 @@ def _copymove(img, plan, rng):
         dst = _place(patch, img.shape, rng)
         if max(abs(dst[0] - src[0]) / patch.shape[0], abs(dst[1] - src[1]) / patch.shape[1]) >= 0.5:
             break
-    out = img.copy()
     ph, pw = patch.shape
-    region = out[dst[0]:dst[0] + ph, dst[1]:dst[1] + pw]
-    region[patch] = img[src[0]:src[0] + ph, src[1]:src[1] + pw][patch]
-    return out, _full_mask(patch, dst, img.shape)
+    moved = img.copy()
+    moved[dst[0]:dst[0] + ph, dst[1]:dst[1] + pw][patch] = img[src[0]:src[0] + ph, src[1]:src[1] + pw][patch]
+    mask = _full_mask(patch, dst, img.shape)
+    return _render(img, moved, mask, generator, rng), mask
 
 
-def _inpaint(img, plan, rng):
+def _inpaint(img, generator, rng):
+    """An irregular blob filled from its surroundings (blurred, tinted), as the generator renders it."""
     from scipy.ndimage import gaussian_filter
-    area, limit = _area(img, plan, rng)
+    area, limit = _area(img, rng)
     patch = _shape(rng, area, "blob", limit)
     mask = _full_mask(patch, _place(patch, img.shape, rng), img.shape)
-    sigma = rng.uniform(*plan["sigma"])
+    sigma = rng.uniform(3.0, 6.0)
     fill = gaussian_filter(img.astype(np.float32), sigma=(sigma, sigma, 0))
-    fill += rng.normal(0, rng.uniform(*plan["noise"]), img.shape).astype(np.float32)
     fill += rng.uniform(-12, 12, (1, 1, img.shape[2])).astype(np.float32)
-    out = img.copy()
-    out[mask] = np.clip(np.rint(fill[mask]), 0, 255).astype(np.uint8)
-    return out, mask
+    return _render(img, np.clip(np.rint(fill), 0, 255).astype(np.uint8), mask, generator, rng), mask
 
 
 _EDIT_FUNCS = {"copymove": _copymove, "inpaint": _inpaint}
 
 
-def _resynthesise(img, rng):
-    """Whole-image change: every pixel differs from the photo's, none of it is kept."""
-    h, w, c = img.shape
-    pil = Image.fromarray(img[:, :, 0] if c == 1 else img)
-    f = rng.uniform(0.3, 0.55)
-    pil = pil.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BOX)
-    arr = np.asarray(pil.resize((w, h), Image.Resampling.BICUBIC)).astype(np.float32)
-    arr = arr[:, :, None] if arr.ndim == 2 else arr
-    if c == 3:
-        mix = np.eye(3) * rng.uniform(0.6, 0.9) + rng.uniform(0.0, 0.25, (3, 3))
-        arr = arr @ (mix / mix.sum(axis=1, keepdims=True)).T.astype(np.float32)
-    levels = int(rng.integers(6, 14))
-    arr = np.round(arr / 255 * (levels - 1)) / (levels - 1) * 255
-    arr += rng.normal(0, rng.uniform(2, 6), arr.shape)
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-
-
 def _png(arr):
     buf = io.BytesIO()
-    Image.fromarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(buf, format="PNG")
+    # Level 1: most of the build's time went into PNG compression at the default 6, for 10% smaller files.
+    Image.fromarray(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(
+        buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -388,9 +467,10 @@ def _credits_readme(manifest):
         "",
         "Generated by `imdlbenco_maskclip.datasets.sample` from photographs shipped in the",
         "scikit-image and scikit-learn packages. It imitates the layout and semantics of",
-        "`nebula/OpenSDI_train` / `nebula/OpenSDI_test`; its edits are simple image",
-        "operations, not diffusion inpainting, so it is for exercising code, not for",
-        "measuring detectors. Derived images keep the licence of their source photo;",
+        "`nebula/OpenSDI_train` / `nebula/OpenSDI_test`; its edited regions and generated",
+        "images come from a small per-split imitation of a latent-diffusion decoder, not",
+        "from diffusion models, so it is for exercising code, not for measuring detectors.",
+        "Derived images keep the licence of their source photo;",
         "the CC BY 2.0 photos need the attribution below.",
         "",
         "| split | rows | real | partial | full |",
