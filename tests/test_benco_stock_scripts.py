@@ -15,6 +15,7 @@ from IMDLBenCo.cli_funcs import cli_init
 from IMDLBenCo.utils.paths import BencoPath
 
 from imdlbenco_maskclip.cli import main as benco_maskclip
+from imdlbenco_maskclip.datasets import OpenSDID
 
 STOCK_IMPORT = "from mymodel import MyModel"
 OUR_IMPORT = "import imdlbenco_maskclip.cpu"
@@ -78,7 +79,8 @@ def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch
         "--epochs", "1", "--accum_iter", "1", "--lr", "1e-3", "--warmup_epochs", "0", "--if_not_amp",
         "--output_dir", "train_out", "--log_dir", "train_out"], env)
     # BalancedDataset built OpenSDID from the registry and drew its 1840 images a round from it.
-    assert "Dataset 1: [OpenSDID] sample:train#sd15 subset=all: 72 samples" in stdout
+    rows = len(OpenSDID("sample:train#sd15", is_resizing=True))
+    assert f"Dataset 1: [OpenSDID] sample:train#sd15 subset=all: {rows} samples" in stdout
     assert "Epoch: [0]  [114/115]" in stdout
     [trained] = log_lines(project / "train_out" / "log.txt")
     assert trained["epoch"] == 0
@@ -99,7 +101,8 @@ def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch
     stdout = torchrun(project, "test_robust.py", [*TINY, "--test_data_path", "sdxl", "--checkpoint_path",
                                                   "train_out/checkpoint-0.pth", "--output_dir", "robust_out",
                                                   "--log_dir", "robust_out"], env)
-    assert stdout.count("len(dataset_test) 14") == 19  # every pass reads all of the folder's sdxl
+    exported = len(json.loads((project / "sdxl" / "sdxl.json").read_text()))
+    assert stdout.count(f"len(dataset_test) {exported}") == 19  # every pass reads all of the folder's sdxl
     runs = {p.parent.name: log_lines(p) for p in (project / "robust_out").glob("*/log.txt")}
     assert len(runs) == 19 and sum(name.startswith("GaussianBlur") for name in runs) == 6
     assert all(len(lines) == 1 and 0.0 <= lines[0][F1] <= 1.0 for lines in runs.values())
