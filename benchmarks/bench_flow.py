@@ -181,10 +181,12 @@ def main():
                     lines.append(f"| data | {reader} | {side} px PNG -> {args.image_size}, --augment {augment} "
                                  f"| 1 worker | {rate:.1f} samples/s | | |")
         figures = {}
+        if names:
+            # Any stored size serves: the pipeline resizes to --image_size before the model.
+            model_data = inputs[min(inputs)][0] if inputs else write_inputs(root, args.image_size, args.batch_size)[0]
         for name in names:
             print(f"timing {name} ...", file=sys.stderr, flush=True)
-            figures[name] = model_figures(name, inputs[min(inputs)][0] if inputs else write_inputs(root, 512, 2)[0],
-                                          root, args)
+            figures[name] = model_figures(name, model_data, root, args)
         machine = (machine_before + matmul_gflops(torch.device(args.device))) / 2
         for name, f in figures.items():
             setting = f"batch {args.batch_size}, {args.image_size} px, fp32, {args.device}"
