@@ -300,7 +300,7 @@ class Generator:
         decoded += rng.normal(0, p["grain"], decoded.shape).astype(np.float32)
         # Back to the image's size through a kernel that passes through its samples: BenCo's
         # resize to DECODE_SIZE then lands on them (to within rounding) and finds the traces.
-        channels = [Image.fromarray(decoded[:, :, i], mode="F").resize((w, h), Image.Resampling.BICUBIC)
+        channels = [Image.fromarray(decoded[:, :, i]).resize((w, h), Image.Resampling.BICUBIC)
                     for i in range(c)]
         out = np.stack([np.asarray(ch) for ch in channels], axis=2)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
