@@ -45,6 +45,11 @@ PATCHES = {
         "(or another GPU) gets tensors on cuda:0; inside these two calls .cuda() now means the "
         "CPU in the constructor (the model is moved afterwards, loss weights with it) and the "
         "image's device in forward, which is the same GPU on BenCo's production path",
+    "Trufor: torch.load in __init__":
+        "its constructor reads the Noiseprint++ and MiT-B2 files with torch.load and no "
+        "map_location, so a file saved from a GPU fails on a machine without CUDA, and under "
+        "torchrun every process puts its copy on cuda:0; inside the constructor a torch.load "
+        "without map_location now reads to the CPU (the model is moved afterwards)",
     "Trufor.detection_loss":
         "phase 3's loss compares pred_label [B] (squeezed) with label.unsqueeze(1) [B, 1]: "
         "torch >= 2 refuses the sizes, so phase 3 fails on its first batch (older torch "
@@ -136,6 +141,35 @@ def _patch_cat_net():
     Cat_Net.__init__, Cat_Net.forward = cat_net_init, cat_net_forward
 
 
+@contextlib.contextmanager
+def _loads_to_cpu():
+    """Inside: ``torch.load`` without a ``map_location`` reads to the CPU."""
+    load = torch.load
+
+    def load_to_cpu(*args, **kwargs):
+        if len(args) < 2 and "map_location" not in kwargs:
+            kwargs["map_location"] = "cpu"
+        return load(*args, **kwargs)
+
+    torch.load = load_to_cpu
+    try:
+        yield
+    finally:
+        torch.load = load
+
+
+def _patch_trufor_init():
+    init = Trufor.__init__
+    ORIGINALS["trufor_init"] = init
+
+    @functools.wraps(init)
+    def trufor_init(self, *args, **kwargs):
+        with _loads_to_cpu():
+            init(self, *args, **kwargs)
+
+    Trufor.__init__ = trufor_init
+
+
 def _trufor_detection_loss(self, pred_label, label):
     return torch.nn.functional.binary_cross_entropy(pred_label, label.reshape(pred_label.shape))
 
@@ -165,6 +199,7 @@ def apply_patches() -> None:
 
     torch.cuda.synchronize = synchronize_if_cuda
     _patch_cat_net()
+    _patch_trufor_init()
     ORIGINALS["trufor_detection_loss"] = Trufor.detection_loss
     Trufor.detection_loss = _trufor_detection_loss
     misc.init_distributed_mode = _stock_init_distributed_mode

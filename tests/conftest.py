@@ -45,7 +45,8 @@ def unpatched_benco(monkeypatch):
     for name in ("__init__", "forward"):
         monkeypatch.setattr(Cat_Net, name, getattr(Cat_Net, name))
     from IMDLBenCo.model_zoo.trufor.trufor import Trufor
-    monkeypatch.setattr(Trufor, "detection_loss", Trufor.detection_loss)
+    for name in ("__init__", "detection_loss"):
+        monkeypatch.setattr(Trufor, name, getattr(Trufor, name))
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", torch.nn.parallel.DistributedDataParallel)
     monkeypatch.setattr(compat, "_applied", compat._applied)
 

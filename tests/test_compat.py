@@ -296,3 +296,26 @@ def test_ddp_keeps_device_ids_for_a_module_off_the_cpu(monkeypatch):
                         seen.update(device_ids=device_ids, output_device=output_device))
     torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 1, device="meta"), device_ids=[1])
     assert seen == {"device_ids": [1], "output_device": None}
+
+
+def test_trufor_reads_weight_files_saved_from_a_gpu_on_a_machine_without_one(tmp_path, monkeypatch):
+    from IMDLBenCo.model_zoo.trufor.trufor import Trufor, config, confcmx, update_config
+    from imdlbenco_maskclip.engine.models import FLAG_DEFAULTS
+    config_path = FLAG_DEFAULTS["Trufor"]["config_path"]
+    update_config(config, None, config_path)
+    noiseprint = {k: torch.randn_like(v) if v.is_floating_point() else v
+                  for k, v in confcmx(cfg=config).dncnn.state_dict().items()}
+    with monkeypatch.context() as saving_from_a_gpu:  # every storage tagged cuda:0, as torch.save writes CUDA tensors
+        saving_from_a_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(noiseprint, tmp_path / "noiseprint.pth")
+        torch.save({}, tmp_path / "mit_b2.pth")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    files = dict(phase=2, np_pretrain_weights=str(tmp_path / "noiseprint.pth"),
+                 mit_b2_pretrain_weights=str(tmp_path / "mit_b2.pth"), config_path=config_path)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        Trufor(**files)
+    load = torch.load
+    compat.apply_patches()
+    model = Trufor(**files)
+    assert all(torch.equal(model.model.dncnn.state_dict()[k], v) for k, v in noiseprint.items())
+    assert torch.load is load  # the CPU default holds inside TruFor's constructor only
