@@ -173,11 +173,9 @@ def main():
             inputs[side] = write_inputs(root, side, args.images)
         for side, (parquet, json_list) in inputs.items():
             for augment in args.augments.split(","):
-                rates = {}
                 for reader, path in (("OpenSDID (parquet)", parquet), ("BenCo JsonDataset (PNG files)", json_list)):
                     print(f"loading {side} px, --augment {augment}, {reader} ...", file=sys.stderr, flush=True)
-                    rates[reader] = loading_rate(str(path), augment, args)
-                for reader, rate in rates.items():
+                    rate = loading_rate(str(path), augment, args)
                     lines.append(f"| data | {reader} | {side} px PNG -> {args.image_size}, --augment {augment} "
                                  f"| 1 worker | {rate:.1f} samples/s | | |")
         figures = {}

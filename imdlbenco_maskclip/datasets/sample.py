@@ -280,7 +280,7 @@ class Generator:
         # `lattice_share` of sd15's so that a detector of sd15's finds it in proportion.
         own, sd15 = (_unit_tile(name, p["latent"]) for name in (split, "sd15"))
         share = p["lattice_share"]
-        self.tile = share * sd15 + np.sqrt(1 - share ** 2) * own if split != "sd15" else sd15
+        self.tile = share * sd15 + np.sqrt(1 - share ** 2) * own
 
     def __call__(self, content, rng):
         from scipy.ndimage import gaussian_filter
