@@ -208,10 +208,13 @@ class TVCA(nn.Module):
         # sum (weights sum to 1): the same attention, but per pixel it costs C instead of C x C.
         query = torch.einsum("hd,hdc->hc", query, attn.k_proj.weight.view(heads, head_dim, channels))
         # One query per head over all pixels: two matrix products. (SDPA's CPU kernel takes about a
-        # second for these shapes, 8 queries against 16K keys, for 0.1 GFLOP of work.)
-        pixels = feature_map.flatten(2)  # [B, C, hw]
-        weights = (torch.einsum("hc,bcn->bhn", query, pixels) * head_dim ** -0.5).softmax(dim=-1)
-        pooled = torch.einsum("bhn,bcn->bhc", weights, pixels)  # [B, heads, C]
+        # second for these shapes, 8 queries against 16K keys, for 0.1 GFLOP of work.) They run in
+        # fp32 even under autocast: over 16K pixels the weights average 6e-5, fp16's smallest
+        # normal number, and fp16 flushes the small ones to zero.
+        with torch.autocast(device_type=feature_map.device.type, enabled=False):
+            pixels = feature_map.float().flatten(2)  # [B, C, hw]
+            weights = (torch.einsum("hc,bcn->bhn", query.float(), pixels) * head_dim ** -0.5).softmax(dim=-1)
+            pooled = torch.einsum("bhn,bcn->bhc", weights, pixels).to(feature_map.dtype)  # [B, heads, C]
         attended = torch.einsum("bhc,hdc->bhd", pooled, attn.v_proj.weight.view(heads, head_dim, channels))
         attended = attn.out_proj(attended.reshape(batch, channels) + attn.v_proj.bias)
         return feature_map + attended[:, :, None, None]
@@ -265,6 +268,10 @@ def _check_switch(name: str, value: int) -> bool:
     if value not in (0, 1):
         raise ValueError(f"--{name} must be 0 (off) or 1 (on), got {value!r}")
     return bool(value)
+
+
+def _under_bf16_autocast(device_type: str) -> bool:
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16
 
 
 @MODELS.register_module()
@@ -447,7 +454,14 @@ class MaskCLIP(nn.Module):
         The image is resized to CLIP's input size as the authors do (bilinear, corners
         aligned, no antialiasing). A tap is the ``ln_2`` output (normalised, pre-MLP) of a
         tapped block; the tower stops after the last tapped block.
+
+        Under bf16 autocast the tower runs in fp32: with bf16's 8-bit mantissa its class tokens
+        move P(fake), a cosine scaled by CLIP's logit scale, by about 0.01 near 0.5 (fp16's 11
+        bits do not).
         """
+        if _under_bf16_autocast(pixels.device.type):
+            with torch.autocast(device_type=pixels.device.type, enabled=False):
+                return self._clip_features(pixels)
         visual = self.clip.visual
         clip_input = F.interpolate(pixels.float(), size=visual.image_size, mode="bilinear", align_corners=True)
         taps: Dict[int, torch.Tensor] = {}
