@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 OPENSDID_COLUMNS = ("key", "image", "mask", "label")
-DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_CACHE_BYTES = 64 << 20
 
 
 class MissingColumnsError(ValueError):
@@ -119,7 +119,7 @@ class ParquetRows:
         self.cache_bytes = cache_bytes
         keys, labels, has_image, has_mask, group_rows, group_file, group_index = [], [], [], [], [], [], []
         for file_index, path in enumerate(self._files):
-            shard = pq.ParquetFile(path)
+            shard = pq.ParquetFile(path, pre_buffer=False)
             check_columns(shard.schema_arrow.names, where if len(self._files) == 1 else f"{where} ({path})")
             table = shard.read(columns=["key", "label"], use_threads=False)
             keys += table.column("key").to_pylist()
@@ -188,7 +188,8 @@ class ParquetRows:
     def _shard(self, file_index):
         import pyarrow.parquet as pq
         if file_index not in self._shards:
-            self._shards[file_index] = pq.ParquetFile(self._files[file_index])
+            # pre_buffer=False: pages are read as they are decoded, not held all at once beside the array.
+            self._shards[file_index] = pq.ParquetFile(self._files[file_index], pre_buffer=False)
         return self._shards[file_index]
 
 
@@ -199,4 +200,5 @@ def _read_group(path, shard, group, column):
     except OSError as exc:  # pyarrow's error for truncated or corrupt pages
         raise ValueError(f"row group {group} of {path} does not read ({exc}); download the shard "
                          f"again") from None
-    return table.column(0).combine_chunks()
+    column = table.column(0)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
