@@ -210,6 +210,13 @@ def build_model(args, model_args, checkpoint=None):
         raise UserError(f"--model {args.model}: {exc}") from exc
 
 
+def fake_probabilities(output):
+    """A model output's P(fake) per image as [B], or None for a model with no image-level output
+    (IML-ViT). TruFor squeezes its ``pred_label``: a 0-d tensor for a batch of one image."""
+    scores = output.get("pred_label")
+    return None if scores is None else scores.reshape(-1)
+
+
 def without_weight_sources(model_name, model_args):
     """-> (model flags with every weight source of ``model_name`` set to read nothing, a line
     saying what that means for this model)."""

@@ -35,6 +35,7 @@ from .. import figures
 from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
 from ..errors import UserError
 from . import checkpoints, data, reporting, runtime
+from .models import fake_probabilities
 
 GALLERY_SIZE = 16
 
@@ -156,8 +157,8 @@ def predict(model, loader, device, padded, skipped):
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "index"}
         output = model(**inputs)
         probs = output["pred_mask"][:, 0].float().cpu()
-        fakes = output.get("pred_label")  # None: no image-level output (IML-ViT)
-        fakes = [None] * len(originals) if fakes is None else fakes.reshape(-1).float().cpu().tolist()
+        fakes = fake_probabilities(output)
+        fakes = [None] * len(originals) if fakes is None else fakes.float().cpu().tolist()
         for i, (index, image) in enumerate(zip(batch["index"].tolist(), originals)):
             prob = to_image_size(probs[i], batch["origin_shape"][i].tolist(), padded, image.shape[:2]).numpy()
             yield index, prob, fakes[i], image

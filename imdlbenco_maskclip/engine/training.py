@@ -76,7 +76,8 @@ def prepare_model(args, model_args, device):
 
 def test_epoch(parts, test_loaders, evaluators, device, epoch, args, log_writer):
     """One test of every set -> (results, their averages, the log.txt fields)."""
-    results = evaluate(parts.model, test_loaders, evaluators, device, epoch, args, log_writer, is_test=False)
+    results = evaluate(parts.model, test_loaders, evaluators, device, epoch, args, log_writer, is_test=False,
+                       **reporting.test_printers(args))
     avg = reporting.average(results)
     if log_writer is not None:
         for name, metrics in list(results.items()) + [("avg", avg)]:
