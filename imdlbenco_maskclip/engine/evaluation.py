@@ -15,15 +15,14 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.datasets.utils import denormalize
 
 from .. import figures
-from . import checkpoints, data, reporting, runtime
+from . import data, models, reporting, runtime
 from .evaluators import build_evaluators, evaluate, image_score_source, partial_fake_indices
-from .models import fake_probabilities
 
 
 def load_model(args, model_args, device):
     """The model of ``--checkpoint_path`` (resolved by the flags), on ``device`` -> (model, epoch or None).
     No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce."""
-    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
     return model.to(device), epoch
 
 
@@ -50,7 +49,7 @@ def gallery_rows(dataset, indices, model, device):
     probs = output["pred_mask"][:, 0].float().cpu().numpy()
     images = denormalize(batch["image"].cpu()).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     truths = batch["mask"][:, 0].cpu().numpy() > 0.5
-    fakes = fake_probabilities(output)
+    fakes = models.fake_probabilities(output)
     rows = []
     for i, (sample, image, prob, truth) in enumerate(zip(samples, images, probs, truths)):
         height, width = (int(v) for v in sample["shape"])

@@ -6,7 +6,7 @@ The model, its flags and the input handling (resize, or pad, to the training ``-
 the edge mask) come from the flags the checkpoint saved at training time (the command line
 wins, ``--config`` does not), and every image goes through BenCo's own dataset pipeline, so
 it sees exactly the preprocessing ``test`` applies. Weights all come from the checkpoint
-(``checkpoints.model_from_checkpoint``). Folders are searched recursively for image files.
+(``models.model_from_checkpoint``). Folders are searched recursively for image files.
 Written to ``--output_dir``:
 
 * ``masks/<name>.png``: P(manipulated) per pixel as 8-bit grey (255 = 1.0), at the image's size;
@@ -34,8 +34,7 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 from .. import figures
 from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
 from ..errors import UserError
-from . import checkpoints, data, reporting, runtime
-from .models import fake_probabilities
+from . import data, models, reporting, runtime
 
 GALLERY_SIZE = 16
 
@@ -157,7 +156,7 @@ def predict(model, loader, device, padded, skipped):
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "index"}
         output = model(**inputs)
         probs = output["pred_mask"][:, 0].float().cpu()
-        fakes = fake_probabilities(output)
+        fakes = models.fake_probabilities(output)
         fakes = [None] * len(originals) if fakes is None else fakes.float().cpu().tolist()
         for i, (index, image) in enumerate(zip(batch["index"].tolist(), originals)):
             prob = to_image_size(probs[i], batch["origin_shape"][i].tolist(), padded, image.shape[:2]).numpy()
@@ -184,7 +183,7 @@ def run(args, model_args):
     device = runtime.device_without_process_group(args)
     paths = find_images(args.inputs)
     names = output_names(paths)
-    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
     model.to(device).eval()
     loader = open_images(args, paths)
     out = Path(args.output_dir)
