@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, default_collate
 from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 
 from .. import figures
-from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
+from ..datasets.opensdid import _IMAGE_EXTS, ImageDataError, to_rgb_uint8
 from ..errors import UserError
 from . import data, models, reporting, runtime
 
@@ -103,7 +103,7 @@ class ImageFiles(AbstractDataset):
     def __getitem__(self, index):
         try:
             item = super().__getitem__(index)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, ImageDataError, Image.DecompressionBombError) as exc:  # unreadable files
             return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
         item.update(index=index, original=self._original)
         return item
