@@ -104,3 +104,42 @@ def test_the_loader_takes_every_weight_from_the_checkpoint_and_names_a_mismatch(
     with pytest.raises(UserError, match="^--checkpoint_path .*trained.pth") as info:
         model_from_checkpoint(str(tmp_path / "trained.pth"), args, model_args)
     assert "--use_vsa 1" in info.value.hint and "--use_vsa 0" in info.value.hint
+
+
+def test_a_command_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64"])
+    source = build_model(args, without_weight_sources("MaskCLIP", model_args)[0])
+    torch.save({"model": source.state_dict(), "epoch": 2, "args": args}, tmp_path / "checkpoint-2.pth")
+    reads = []
+    stock = checkpoints.read
+    monkeypatch.setattr(checkpoints, "read", lambda *a, **k: reads.append(a[0]) or stock(*a, **k))
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path)])
+    assert (args.image_size, model_args.model_setting) == (64, "tiny")  # the saved flags
+    model, epoch = model_from_checkpoint(args.checkpoint_path, args, model_args)
+    assert reads == [str(tmp_path / "checkpoint-2.pth")] and epoch == 2
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_a_model_package_plugs_in_its_foreign_format(tmp_path, monkeypatch):
+    """A format registered in model_zoo.checkpoint_formats is found by its key names, its
+    flags read from its tensors and its keys converted; the reader itself knows nothing of it."""
+    from imdlbenco_maskclip.model_zoo import checkpoint_formats
+    from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP
+
+    args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64", "--use_vsa", "0"])
+    source = build_model(args, without_weight_sources("MaskCLIP", model_args)[0])
+    torch.save({"theirs." + k: v for k, v in source.state_dict().items()}, tmp_path / "theirs.pth")
+    monkeypatch.setattr(checkpoint_formats, "FORMATS", [])
+    checkpoint_formats.register(checkpoint_formats.ForeignFormat(
+        model="MaskCLIP", source="a test format", recognises=lambda sd: all(k.startswith("theirs.") for k in sd),
+        model_flags=lambda sd: {"model_setting": "tiny", "image_size": 64,
+                                "use_vsa": int("theirs.vsa.attn.q_proj.weight" in sd)},
+        convert=lambda sd: {k[len("theirs."):]: v for k, v in sd.items()}, fixed_flags=("model_setting", "image_size")))
+    model = MaskCLIP.from_checkpoint(str(tmp_path / "theirs.pth"))
+    assert model.use_vsa == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+    # The CLI takes the model from the format, and keeps what the format decides.
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path / "theirs.pth"), "--image_size", "64"])
+    assert args.model == "MaskCLIP"
+    tested, _ = model_from_checkpoint(args.checkpoint_path, args, model_args)
+    assert all(torch.equal(tested.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -201,7 +201,11 @@ def build_model(args, model_args, checkpoint=None):
             with tempfile.TemporaryDirectory(prefix="trufor_weights_") as folder:
                 return _trufor(model, combined, folder, checkpoint)
         return model(**combined)
-    except ValueError as exc:  # constructors refuse flag values with ValueError (MaskCLIP's name the flag)
+    except ValueError as exc:
+        # A constructor refuses a flag value with a ValueError that names the flag (MaskCLIP's
+        # "--image_size must be ..."); any other ValueError is a bug and keeps its traceback.
+        if not str(exc).startswith("--"):
+            raise
         raise FlagValueError(f"--model {args.model}: {exc}") from exc
 
 
@@ -235,8 +239,8 @@ def rebuild(checkpoint, args, model_args):
     state = checkpoint.state_dict
     flags, note = without_weight_sources(args.model, model_args)
     if foreign is not None:
-        flags = types.SimpleNamespace(**{k: v for k, v in vars(flags).items() if k not in foreign.fixed_flags},
-                                      **foreign.model_flags(state))
+        flags = types.SimpleNamespace(**{**{k: v for k, v in vars(flags).items() if k not in foreign.fixed_flags},
+                                         **foreign.model_flags(state)})
         note = f"{foreign.source}: its tensors give {', '.join(foreign.fixed_flags)}; all weights from it"
         state = foreign.convert(state)
         # The file's own input size, not the command line's: the model is built for it.
