@@ -35,7 +35,6 @@ downloaded; every file it writes goes to a temporary folder.
 """
 import argparse
 import json
-import os
 import resource
 import sys
 import tempfile
@@ -305,8 +304,6 @@ def main():
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench_flow_") as tmp:
         root = Path(tmp)
-        # Keep HF datasets' Arrow copies of the parquet files inside the temporary folder.
-        os.environ["HF_DATASETS_CACHE"] = str(root / "hf_cache")
         machine_before = matmul_gflops(torch.device(args.device))
         inputs = {}
         for side in (int(s) for s in args.input_sizes.split(",") if s):

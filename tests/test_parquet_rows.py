@@ -13,9 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from imdlbenco_maskclip.datasets import BadSampleError, OpenSDID
-from imdlbenco_maskclip.datasets import parquet_rows
-from imdlbenco_maskclip.datasets.parquet_rows import MissingColumnsError, ParquetRows
+from imdlbenco_maskclip.datasets import BadSampleError, OpenSDID, SourceError, parquet_rows
+from imdlbenco_maskclip.datasets.parquet_rows import ParquetRows
 
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
@@ -143,9 +142,15 @@ def test_empty_image_bytes_are_reported_when_the_row_is_read(tmp_path):
 def test_missing_columns_name_the_shard(tmp_path, shards):
     table = pq.read_table(shards[0]).drop_columns(["mask"])
     pq.write_table(table, shards[1])
-    with pytest.raises(MissingColumnsError, match=r"sd15-00001-of-00002.parquet") as info:
+    with pytest.raises(SourceError, match=r"sd15-00001-of-00002.parquet.*\['mask'\].*\['key', 'image', 'label'\]"):
         ParquetRows(shards, "hub#sd15")
-    assert info.value.missing == ["mask"] and info.value.found == ["key", "image", "label"]
+
+
+def test_a_file_that_is_no_parquet_is_named(tmp_path, shards):
+    shards[1].write_bytes(b"PAR1 but nothing else")
+    with pytest.raises(SourceError, match=r"sd15-00001-of-00002.parquet: not readable as parquet") as info:
+        ParquetRows(shards, "hub#sd15")
+    assert "re-download" in info.value.hint
 
 
 def test_opening_and_reading_write_nothing(tmp_path, shards, monkeypatch):

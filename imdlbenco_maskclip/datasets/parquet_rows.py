@@ -20,24 +20,25 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..errors import DataError
+
 OPENSDID_COLUMNS = ("key", "image", "mask", "label")
 DEFAULT_CACHE_BYTES = 64 << 20
 
 
-class MissingColumnsError(ValueError):
-    """A table lacks OpenSDID columns; ``missing`` and ``found`` name them."""
+class SourceError(DataError):
+    """An OpenSDID source, split, column or argument that cannot be used as given."""
 
-    def __init__(self, where, missing, found):
-        super().__init__(
-            f"{where} lacks the OpenSDID column(s) {missing}; found {found}. OpenSDID rows need key "
-            f"(string), image (Image), mask (Image or empty), label (0 real / 1 fake)")
-        self.missing, self.found = missing, found
+
+class ImageDataError(DataError):
+    """Bytes that are no usable image; :class:`BadSampleError` adds the row's key."""
 
 
 def check_columns(names, where):
     missing = [c for c in OPENSDID_COLUMNS if c not in names]
     if missing:
-        raise MissingColumnsError(where, missing, list(names))
+        raise SourceError(f"{where} lacks the OpenSDID column(s) {missing}; found {list(names)}. OpenSDID rows "
+                          f"need key (string), image (Image), mask (Image or empty), label (0 real / 1 fake)")
 
 
 def labels_to_int(column, where):
@@ -48,8 +49,8 @@ def labels_to_int(column, where):
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         names = {"real": 0, "fake": 1}
         return np.array([names.get(v, -1) for v in column.to_pylist()], dtype=np.int64)
-    raise ValueError(f"{where}: column 'label' has type {column.type}; expected integers 0/1 "
-                     f"or the strings 'real'/'fake'")
+    raise SourceError(f"{where}: column 'label' has type {column.type}; expected integers 0/1 "
+                      f"or the strings 'real'/'fake'")
 
 
 def has_image_data(column):
@@ -114,14 +115,19 @@ class ParquetRows:
     """
 
     def __init__(self, files, where, cache_bytes=DEFAULT_CACHE_BYTES):
+        import pyarrow as pa
         import pyarrow.parquet as pq
         self._files = [os.fspath(f) for f in files]
         self.cache_bytes = cache_bytes
         keys, labels, has_image, has_mask, group_rows, group_file, group_index = [], [], [], [], [], [], []
         for file_index, path in enumerate(self._files):
-            shard = pq.ParquetFile(path, pre_buffer=False)
-            check_columns(shard.schema_arrow.names, where if len(self._files) == 1 else f"{where} ({path})")
-            table = shard.read(columns=["key", "label"], use_threads=False)
+            try:
+                shard = pq.ParquetFile(path, pre_buffer=False)
+                check_columns(shard.schema_arrow.names, where if len(self._files) == 1 else f"{where} ({path})")
+                table = shard.read(columns=["key", "label"], use_threads=False)
+            except pa.ArrowException as exc:  # a file that is no readable parquet
+                raise SourceError(f"{path}: not readable as parquet ({exc})",
+                                  hint="re-download or re-write the file") from exc
             keys += table.column("key").to_pylist()
             labels.append(labels_to_int(table.column("label"), where))
             leaves = {column: [i for i in range(len(shard.schema))
@@ -195,10 +201,11 @@ class ParquetRows:
 
 def _read_group(path, shard, group, column):
     """One column of one row group of the shard at ``path``, as a single Arrow array."""
+    import pyarrow as pa
     try:
         table = shard.read_row_group(group, columns=[column], use_threads=False)
-    except OSError as exc:  # pyarrow's error for truncated or corrupt pages
-        raise ValueError(f"row group {group} of {path} does not read ({exc}); download the shard "
-                         f"again") from None
+    except pa.ArrowException as exc:  # truncated or corrupt pages
+        raise ImageDataError(f"row group {group} of {path} does not read ({exc}); download the shard "
+                             f"again") from None
     column = table.column(0)
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
