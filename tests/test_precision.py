@@ -94,21 +94,20 @@ def test_bf16_on_a_gpu_without_it_names_the_flag(monkeypatch):
     assert "fp16" in info.value.hint
 
 
-def test_tvca_attention_weights_run_in_fp32_under_fp16():
-    """Why: one query per head over 128 x 128 pixels gives weights around 1/16384, about fp16's
-    smallest normal number; in fp16 the small ones become 0."""
+def test_tvca_softmax_over_all_pixels_needs_no_fp32_island():
+    """In fp16 a softmax over 128 x 128 pixels flushes its smallest weights to zero, yet TVCA's
+    attended vector, a sum over all pixels, stays within 2% of fp32's (fp16's own rounding of
+    the map and the projections is of that size): it runs under autocast as it is."""
     torch.manual_seed(0)
     tvca = TVCA(text_dim=32, channels=64, num_heads=8).eval()
     feature_map, text = torch.randn(1, 64, 128, 128), torch.randn(32)
     logits = torch.randn(1, 8, 128 * 128) * 2
     assert (logits.softmax(-1) > 0).all() and (logits.half().softmax(-1) == 0).any()
     with torch.no_grad():
-        reference = tvca(feature_map, text)
+        change = tvca(feature_map, text) - feature_map  # the attended vector added to every pixel
         with torch.autocast("cpu", dtype=torch.float16):
-            reduced = tvca(feature_map.half(), text)
-    change = reference - feature_map  # the attended vector added to every pixel
-    error = (reduced.float() - reference).abs().max() / change.abs().max()
-    assert error < 0.01
+            reduced = tvca(feature_map.half(), text).float() - feature_map.half().float()
+    assert (reduced - change).abs().max() / change.abs().max() < 0.02
 
 
 def test_losses_are_fp32_under_autocast():
@@ -171,5 +170,6 @@ def test_predict_at_bf16_agrees_with_fp32_and_says_so(tmp_path, trained, capsys)
         assert abs(float(fp32["fake_probability"]) - float(bf16["fake_probability"])) <= 0.01
         masks = [np.asarray(Image.open(tmp_path / d / "masks" / f"{fp32['name']}.png")) > 127 for d in outputs]
         assert f1(torch.from_numpy(masks[1]), torch.from_numpy(masks[0])) >= 0.99
-    assert main(["predict", "--checkpoint_path", str(checkpoint), "--dtype", "int8", str(tmp_path)]) == 2
-    assert "--dtype" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own error for a value not among the choices
+        main(["predict", "--checkpoint_path", str(checkpoint), "--dtype", "int8", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--dtype" in capsys.readouterr().err

@@ -207,13 +207,10 @@ class TVCA(nn.Module):
         # sum (weights sum to 1): the same attention, but per pixel it costs C instead of C x C.
         query = torch.einsum("hd,hdc->hc", query, attn.k_proj.weight.view(heads, head_dim, channels))
         # One query per head over all pixels: two matrix products. (SDPA's CPU kernel takes about a
-        # second for these shapes, 8 queries against 16K keys, for 0.1 GFLOP of work.) They run in
-        # fp32 even under autocast: over 16K pixels the weights average 6e-5, fp16's smallest
-        # normal number, and fp16 flushes the small ones to zero.
-        with torch.autocast(device_type=feature_map.device.type, enabled=False):
-            pixels = feature_map.float().flatten(2)  # [B, C, hw]
-            weights = (torch.einsum("hc,bcn->bhn", query.float(), pixels) * head_dim ** -0.5).softmax(dim=-1)
-            pooled = torch.einsum("bhn,bcn->bhc", weights, pixels).to(feature_map.dtype)  # [B, heads, C]
+        # second for these shapes, 8 queries against 16K keys, for 0.1 GFLOP of work.)
+        pixels = feature_map.flatten(2)  # [B, C, hw]
+        weights = (torch.einsum("hc,bcn->bhn", query, pixels) * head_dim ** -0.5).softmax(dim=-1)
+        pooled = torch.einsum("bhn,bcn->bhc", weights, pixels)  # [B, heads, C]
         attended = torch.einsum("bhc,hdc->bhd", pooled, attn.v_proj.weight.view(heads, head_dim, channels))
         attended = attn.out_proj(attended.reshape(batch, channels) + attn.v_proj.bias)
         return feature_map + attended[:, :, None, None]
