@@ -350,7 +350,7 @@ def _checkpoint_values(command, argv, config):
     if command == "predict" and not checkpoints.describes_its_model(checkpoint):
         raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
                         f"model to build is unknown", hint="predict with a checkpoint that command wrote, or one "
-                                                           "of the authors' MaskCLIP train.py")
+                                                           "of the authors' MaskCLIP or NFA-ViT train.py")
     if saved is None:
         return path, {}, {}
     main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}

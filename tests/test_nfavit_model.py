@@ -161,3 +161,19 @@ def test_a_missing_file_names_its_flag_and_where_to_get_it(weight_files, tmp_pat
         message = str(error.value)
         assert f"--{flag}" in message and "github.com/clpbc/BR-Gen" in message and f"--{flag} none" in message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize("recipe,optimizer,lr,epochs,cls_loss_weight", [
+    ("nfa_vit_authors", "adamw", 2e-4, 200, 0.5), ("nfa_vit_paper", "adam", 5e-3, 30, 1.0)])
+def test_recipes_parse_and_ask_for_the_weight_files(recipe, optimizer, lr, epochs, cls_loss_weight):
+    from pathlib import Path
+
+    from imdlbenco_maskclip.errors import UserError
+    from imdlbenco_maskclip.flags import parse
+
+    config = str(Path(__file__).resolve().parents[1] / "benco_configs" / f"{recipe}.yaml")
+    with pytest.raises(UserError, match="--np_pretrain_weights"):
+        parse("train", ["--config", config])
+    args, model_args = parse("train", ["--config", config, *[part for flag in RANDOM for part in (f"--{flag}", "none")]])
+    assert (args.model, args.optimizer, args.lr, args.epochs, args.batch_size) == ("NFA_ViT", optimizer, lr, epochs, 16)
+    assert model_args.cls_loss_weight == cls_loss_weight

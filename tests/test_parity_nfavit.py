@@ -206,3 +206,59 @@ def test_same_picks_outputs_losses_and_gradients(models, training, batch_size):
     assert set(our_grads) == set(their_grads) == {name for name, p in ours.named_parameters() if p.requires_grad}
     worst = max((relative_error(our_grads[name], their_grads[name]), name) for name in our_grads)
     assert worst[0] <= 1e-4, worst
+
+
+def two_image_test_set(folder):
+    """A BenCo test JSON {"pair": [...]} of a real 64 x 64 image and a partly edited one."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(9)
+    entries = []
+    for index, edited in enumerate((False, True)):
+        image = folder / f"tp_{index}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+        if edited:
+            mask = np.zeros((64, 64), np.uint8)
+            mask[8:40, 16:56] = 255
+            Image.fromarray(mask).save(folder / "gt.png")
+        entries.append([str(image), str(folder / "gt.png") if edited else "Negative"])
+    (folder / "pair.json").write_text(json.dumps(entries))
+    (folder / "test_sets.json").write_text(json.dumps({"pair": str(folder / "pair.json")}))
+    return folder / "test_sets.json"
+
+
+def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_path):
+    """Every weight from the checkpoint: the weight files its args name do not exist here."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from test_e2e_cli import run_cli
+
+    theirs, _, path, _ = models
+    common = ["--checkpoint_path", str(path), "--image_size", "64", "--device", "cpu", "--num_workers", "0"]
+    evaluation = ["--test_data_path", str(two_image_test_set(tmp_path)), "--test_batch_size", "2"]
+    log = run_cli(["test", *common, *evaluation, "--output_dir", str(tmp_path / "test")])
+    assert "--np_pretrain_weights none" in log  # nothing read but the checkpoint
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["pair"]
+    assert metrics["n_images"] == 2 and metrics["image_auc"] is not None
+
+    run_cli(["test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
+             "--output_dir", str(tmp_path / "robust")])
+    rows = json.loads((tmp_path / "robust" / "robustness.json").read_text())["rows"]
+    assert {row["perturbation"] for row in rows} >= {"gaussian_blur", "jpeg"}
+
+    pixels = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    run_cli(["predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png")])
+    mask = np.asarray(Image.open(tmp_path / "predict" / "masks" / "photo.png")).astype(float)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255
+    image = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = theirs.eval()(image=image, mask=torch.zeros(1, 1, 64, 64), label=torch.zeros(1).long())
+    assert np.abs(mask - out["pred_mask"][0, 0].numpy() * 255).max() <= 1.0
+    assert mask.std() > 1.0  # not a flat mask that any model would match

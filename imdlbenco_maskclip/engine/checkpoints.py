@@ -26,6 +26,7 @@ import torch
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from ..errors import UserError
+from ..model_zoo import nfa_vit
 from ..model_zoo.maskclip import MaskCLIP, is_authors_state_dict
 from .models import build_model, without_weight_sources
 
@@ -106,10 +107,13 @@ def saved_flags(checkpoint):
 
 def describes_its_model(checkpoint):
     """Whether a checkpoint (``read``'s result) says how to rebuild its model: our ``train`` saves
-    the model flags, an authors' MaskCLIP checkpoint has its tensor shapes."""
+    the model flags, an authors' MaskCLIP checkpoint has its tensor shapes, and the authors'
+    NFA-ViT has no flags beyond its weight files (all in the checkpoint)."""
     if not isinstance(checkpoint, dict):
         return False
-    return hasattr(saved_flags(checkpoint), "model_args") or is_authors_state_dict(checkpoint.get("model", {}))
+    state = checkpoint.get("model", {})
+    return (hasattr(saved_flags(checkpoint), "model_args") or is_authors_state_dict(state)
+            or nfa_vit.is_authors_state_dict(state))
 
 
 def _weights_do_not_fit(path, checkpoint, args, flag, exc):

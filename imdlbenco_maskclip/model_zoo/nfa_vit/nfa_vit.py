@@ -273,6 +273,14 @@ def _init_mit_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _read_authors_names(module, state_dict, prefix, *args) -> None:
+    """``load_state_dict`` pre-hook: a state dict of the authors' model is renamed in place."""
+    own = {key[len(prefix):]: key for key in state_dict if key.startswith(prefix)}
+    if is_authors_state_dict(own):
+        renamed = authors_checkpoint_filter({key: state_dict.pop(full) for key, full in own.items()})
+        state_dict.update({prefix + key: value for key, value in renamed.items()})
+
+
 @MODELS.register_module()
 class NFA_ViT(nn.Module):
     """NFA-ViT: noise-guided forgery amplification; mask and real/fake prediction.
@@ -307,6 +315,8 @@ class NFA_ViT(nn.Module):
         # batch's statistics and the noise branch its drop path, as in theirs.
         self.noise_extractor.requires_grad_(False)
         self.noise_backbone.requires_grad_(False)
+        # The authors' checkpoints load as they are (--resume, test, BenCo's own scripts).
+        self.register_load_state_dict_pre_hook(_read_authors_names)
 
     # ------------------------------------------------------------------ checkpoints
 
