@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from imdlbenco_maskclip.engine import checkpoints
+from imdlbenco_maskclip.engine.models import load_model
 from imdlbenco_maskclip.model_zoo.nfa_vit import NFA_ViT, authors_checkpoint_filter
 from imdlbenco_maskclip.model_zoo.nfa_vit.nfa_vit import TOPK_RATIO
 
@@ -84,7 +84,7 @@ def models(tmp_path_factory):
                               seg_b2_pretrain_weights="./model_zoo/nfa_vit/segformer_b2_backbone_weights.pth",
                               image_size=512, if_resizing=True, batch_size=16, epochs=200, lr=2e-4, seed=42)
     torch.save({"model": theirs.state_dict(), "optimizer": {}, "epoch": 199, "scaler": {}, "args": args}, path)
-    return theirs, NFA_ViT.from_state_dict(checkpoints.read(str(path))), path, as_built
+    return theirs, load_model(str(path), "NFA_ViT"), path, as_built
 
 
 def batch(size, seed):

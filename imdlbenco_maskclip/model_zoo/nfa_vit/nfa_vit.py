@@ -32,9 +32,7 @@ from timm.models.pvt_v2 import Attention, MlpWithDepthwiseConv, OverlapPatchEmbe
 from IMDLBenCo.model_zoo.trufor.DnCNN import DnCNN
 from IMDLBenCo.registry import MODELS
 
-from ..maskclip.maskclip import load_strictly
-from .pretrained import (RANDOM, WEIGHT_FILES, WeightSourceError, authors_checkpoint_filter, is_authors_state_dict,
-                         load_pretrained, read_pretrained)
+from .pretrained import load_pretrained, read_pretrained
 
 # SegFormer MiT-b0 (noise) and MiT-b2 (image); both share heads and reduction ratios, so that
 # a noise-guided mask [B, heads, N, Nk] fits the image stage it guides.
@@ -273,14 +271,6 @@ def _init_mit_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _read_authors_names(module, state_dict, prefix, *args) -> None:
-    """``load_state_dict`` pre-hook: a state dict of the authors' model is renamed in place."""
-    own = {key[len(prefix):]: key for key in state_dict if key.startswith(prefix)}
-    if is_authors_state_dict(own):
-        renamed = authors_checkpoint_filter({key: state_dict.pop(full) for key, full in own.items()})
-        state_dict.update({prefix + key: value for key, value in renamed.items()})
-
-
 @MODELS.register_module()
 class NFA_ViT(nn.Module):
     """NFA-ViT: noise-guided forgery amplification; mask and real/fake prediction.
@@ -315,22 +305,6 @@ class NFA_ViT(nn.Module):
         # batch's statistics and the noise branch its drop path, as in theirs.
         self.noise_extractor.requires_grad_(False)
         self.noise_backbone.requires_grad_(False)
-        # The authors' checkpoints load as they are (--resume, test, BenCo's own scripts).
-        self.register_load_state_dict_pre_hook(_read_authors_names)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    @classmethod
-    def from_state_dict(cls, checkpoint: Dict, **overrides) -> "NFA_ViT":
-        """A ready model with every weight from ``checkpoint``: a BenCo checkpoint dict (``model``,
-        ``args`` ...) or a bare state dict, of our ``train`` or of the authors' ``train.py``; no
-        weight file is read. ``overrides`` are constructor arguments (``cls_loss_weight=``)."""
-        state_dict = checkpoint.get("model", checkpoint)
-        if is_authors_state_dict(state_dict):
-            state_dict = authors_checkpoint_filter(state_dict)
-        model = cls(**{**overrides, **{flag: RANDOM for flag in WEIGHT_FILES}})
-        load_strictly(model, state_dict)
-        return model
 
     # ------------------------------------------------------------------ forward
 
