@@ -208,28 +208,6 @@ def test_same_picks_outputs_losses_and_gradients(models, training, batch_size):
     assert worst[0] <= 1e-4, worst
 
 
-def two_image_test_set(folder):
-    """A BenCo test JSON {"pair": [...]} of a real 64 x 64 image and a partly edited one."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(9)
-    entries = []
-    for index, edited in enumerate((False, True)):
-        image = folder / f"tp_{index}.png"
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
-        if edited:
-            mask = np.zeros((64, 64), np.uint8)
-            mask[8:40, 16:56] = 255
-            Image.fromarray(mask).save(folder / "gt.png")
-        entries.append([str(image), str(folder / "gt.png") if edited else "Negative"])
-    (folder / "pair.json").write_text(json.dumps(entries))
-    (folder / "test_sets.json").write_text(json.dumps({"pair": str(folder / "pair.json")}))
-    return folder / "test_sets.json"
-
-
 def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_path):
     """Every weight from the checkpoint: the weight files its args name do not exist here."""
     import json
@@ -237,14 +215,15 @@ def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_
     import numpy as np
     from PIL import Image
     from test_e2e_cli import run_cli
+    from test_nfavit_cli import four_images
 
     theirs, _, path, _ = models
     common = ["--checkpoint_path", str(path), "--image_size", "64", "--device", "cpu", "--num_workers", "0"]
-    evaluation = ["--test_data_path", str(two_image_test_set(tmp_path)), "--test_batch_size", "2"]
+    evaluation = ["--test_data_path", str(four_images(tmp_path)[1]), "--test_batch_size", "4"]
     log = run_cli(["test", *common, *evaluation, "--output_dir", str(tmp_path / "test")])
     assert "--np_pretrain_weights none" in log  # nothing read but the checkpoint
-    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["pair"]
-    assert metrics["n_images"] == 2 and metrics["image_auc"] is not None
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["four"]
+    assert metrics["n_images"] == 4 and metrics["image_auc"] is not None
 
     run_cli(["test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
              "--output_dir", str(tmp_path / "robust")])
