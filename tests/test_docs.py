@@ -8,7 +8,9 @@ scanned for
 * command lines (``benco-maskclip CMD``, ``python -m imdlbenco_maskclip CMD``, a
   ``run_scripts/*.sh`` or ``benchmarks/*.py`` run), whose ``--flags`` must appear in that
   command's ``--help`` (with the line's ``--model`` and ``--config``), so that a renamed flag
-  cannot leave the docs behind.
+  cannot leave the docs behind;
+* flags named in running text (`` `--image_size` ``), which some command, model, benchmark,
+  torchrun or BenCo's stock scripts must accept.
 """
 import contextlib
 import io
@@ -240,6 +242,7 @@ def test_the_check_finds_a_renamed_flag_a_broken_link_and_a_missing_file(tmp_pat
     assert list(named_paths("run `run_scripts/no_such.sh` on `benco_configs/<name>.yaml`")) == [
         "run_scripts/no_such.sh", "benco_configs/<name>.yaml"]
     assert not exists("run_scripts/no_such.sh") and exists("benco_configs/<name>.yaml")
+    assert "--test_splits" in every_known_flag() and "--test_split" not in every_known_flag()
     page = tmp_path / "page.md"
     page.write_text("# A heading\n\n[ok](#a-heading) [gone](#another) [file](nothing.md)\n")
     prose, _ = split_code(page.read_text())
@@ -284,3 +287,40 @@ def test_the_python_example_gives_what_predict_writes(tmp_path, monkeypatch):
     assert abs(p_fake - float(row["fake_probability"])) < 1e-5
     assert np.abs(mask * 255 - written).max() <= 0.51  # the PNG rounds to 8 bits
     assert 0.05 < (mask > 0.5).mean() < 0.95  # neither all marked nor none: the comparison has something to see
+
+
+# torchrun's own flags, which the docs name beside ours.
+TORCHRUN_FLAGS = {"--standalone", "--nnodes", "--node_rank", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint"}
+
+
+@lru_cache(maxsize=None)
+def every_known_flag():
+    """Flags that running text may name: ours (every command, every registered model's), the
+    benchmarks', torchrun's, and those of BenCo's stock scripts and templates (from their source)."""
+    from IMDLBenCo.registry import MODELS
+    import IMDLBenCo
+
+    known = set(TORCHRUN_FLAGS)
+    for command in COMMANDS:
+        known |= help_flags((command,))
+    for model in MODELS.module_dict:
+        known |= help_flags(("train", "--model", model))
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        known |= help_flags((str(script.relative_to(ROOT)),))
+    benco = Path(IMDLBenCo.__file__).parent
+    for script in [*(benco / "training_scripts").glob("*.py"), *(benco / "statics" / "base").glob("*")]:
+        if script.is_file() and script.suffix in (".py", ".sh"):
+            known |= set(re.findall(r"(--[A-Za-z][\w-]*)", script.read_text()))
+    return known
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=ids(MARKDOWN))
+def test_flags_named_in_prose_exist(page):
+    """A code span in running text that starts with a flag (`--image_size`, `--dtype bf16`)
+    names a flag of one of our commands, of a model, of a benchmark, of torchrun or of BenCo's
+    stock scripts."""
+    prose, _ = split_code(page.read_text())
+    named = {flag for span in INLINE_CODE.findall(prose) if span.startswith("--")
+             for token in words(span) for flag in long_flags(token.split("/")) if "*" not in flag}
+    unknown = sorted(flag for flag in named if flag not in every_known_flag())
+    assert not unknown, f"{page.relative_to(ROOT)} names flags that nothing accepts: {unknown}"
