@@ -2,6 +2,6 @@
 
 HF ``datasets`` / ``huggingface_hub`` are imported only when a source is opened.
 """
-from .opensdid import BadSampleError, OpenSDID, OpenSDIDWarning, OPENSDID_SPLITS
+from .opensdid import BadSampleError, ImageDataError, OpenSDID, OpenSDIDWarning, OPENSDID_SPLITS, SourceError
 
-__all__ = ["OpenSDID", "BadSampleError", "OpenSDIDWarning", "OPENSDID_SPLITS"]
+__all__ = ["OpenSDID", "BadSampleError", "ImageDataError", "OpenSDIDWarning", "OPENSDID_SPLITS", "SourceError"]

@@ -36,13 +36,13 @@ def sample(args):
 
 def _open(args):
     """The OpenSDID split ``args`` name; a source, split or sample that cannot be used is a user error."""
-    from .opensdid import OpenSDID
+    from .opensdid import OpenSDID, SourceError
     try:
         # BenCo insists on a resize or pad transform; export and preview read raw rows and never use it.
         return OpenSDID(args.source, is_resizing=True, split=args.split, subset=args.subset,
                         on_bad_sample=args.on_bad_sample)
-    except (OSError, ValueError, RuntimeError) as exc:  # a bad source or split (OpenSDID's own errors)
-        raise UserError(f"{args.source}: {exc}") from exc
+    except SourceError as exc:
+        raise UserError(f"{args.source}: {exc}", hint=exc.hint) from exc
 
 
 def export(args):

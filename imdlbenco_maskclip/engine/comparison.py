@@ -15,7 +15,7 @@ import os
 
 from .. import published
 from ..errors import UserError
-from ..flags import METRIC_KEYS
+from .evaluators import METRIC_KEYS
 from . import reporting
 
 RESULT_FILES = ("metrics.json", "robustness.json")

@@ -23,8 +23,8 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.datasets import BalancedDataset, JsonDataset
 from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
-from ..datasets.opensdid import parse_source
-from ..errors import UserError
+from ..datasets.opensdid import BadSampleError, parse_source
+from ..errors import DataError, UserError
 
 
 def post_function(model_name):
@@ -153,12 +153,16 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
             raise UserError(f"--on_bad_sample skip: --dataset {args.dataset} cannot skip bad samples "
                             f"(its constructor takes no on_bad_sample)")
         _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
-    # The errors a bad source or split raises: missing files, unknown splits, bad data
-    # (OpenSDID's are ValueErrors). Others are bugs and keep their traceback.
+        if cls.__module__.startswith("IMDLBenCo.") and not os.path.exists(path):
+            raise UserError(f"{flag} {path!r}: no such file or folder (--dataset {args.dataset})")
+    # A dataset names a bad source or split with a DataError (a bad sample with its own
+    # BadSampleError, which says the key); anything else is a bug and keeps its traceback.
     try:
         return cls(path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise UserError(f"{flag} {path!r}: {exc}") from exc
+    except BadSampleError:
+        raise
+    except DataError as exc:
+        raise UserError(f"{flag} {path!r}: {exc}", hint=exc.hint) from exc
 
 
 def open_train_dataset(args):

@@ -34,7 +34,13 @@ from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, Ima
 from IMDLBenCo.training_scripts.tester import test_one_epoch
 
 from ..compat import collective_device
-from . import reporting
+from .models import fake_probabilities
+
+METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
+# --image_score_from_mask: how a model without image-level output (CAT-Net, IML-ViT) gets
+# image scores P(fake); the paper gives such models image numbers without saying how.
+IMAGE_SCORE_RULES = {"none": "none: its image metrics are n/a",
+                     "max": "the maximum over the image of its predicted mask P(manipulated)"}
 
 
 def partial_rows(mask, label, shape_mask=None):
@@ -157,7 +163,7 @@ class ImageMetricIfPredicted(AbstractEvaluator):
 
     Every rank runs the same model, so all of them skip or all feed: the evaluator's
     collectives stay matched. ``source`` says where the scores came from: "pred_label",
-    the rule (``flags.IMAGE_SCORE_RULES``), or None.
+    the rule (``IMAGE_SCORE_RULES``), or None.
     """
 
     def __init__(self, inner, key, rule="none"):
@@ -170,7 +176,7 @@ class ImageMetricIfPredicted(AbstractEvaluator):
     def _scores(self, predict, predict_label, shape_mask):
         if predict_label is not None:
             self.source = "pred_label"
-            scores = predict_label.reshape(-1)
+            scores = fake_probabilities({"pred_label": predict_label})
         elif self.rule == "max" and predict is not None:
             self.source = self.rule
             scores = image_score_from_mask(predict, shape_mask)
@@ -209,14 +215,14 @@ class ImageMetricIfPredicted(AbstractEvaluator):
 
 def image_score_source(evaluators):
     """Where the image metrics of the last pass came from: "pred_label", a key of
-    ``flags.IMAGE_SCORE_RULES``, or None (not scored)."""
+    ``IMAGE_SCORE_RULES``, or None (not scored)."""
     return next((ev.source for ev in evaluators if isinstance(ev, ImageMetricIfPredicted)), None)
 
 
 def build_evaluators(image_score_rule="none"):
     """The protocol's evaluators; build them after the process group exists (BenCo reads
     the world size in the image evaluators' constructors). ``image_score_rule``: a key of
-    ``flags.IMAGE_SCORE_RULES``, for models without ``pred_label``."""
+    ``IMAGE_SCORE_RULES``, for models without ``pred_label``."""
     return [
         PartialFakePixelMetric(PixelF1(threshold=0.5, mode="origin"), "pixel_f1"),
         PartialFakePixelMetric(PixelIOU(threshold=0.5, mode="origin"), "pixel_iou"),
@@ -228,16 +234,19 @@ def build_evaluators(image_score_rule="none"):
     ]
 
 
-def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True):
-    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}; progress
-    and results are printed by ``reporting``.
+def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True, announce=None,
+             report=None):
+    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}.
 
     ``log_writers``: {name: SummaryWriter} (one per set, so no set's logs land in
     another's) or a single writer shared by all sets (BenCo tags carry the set name).
+    ``announce(name, loader)`` is called before each set's pass and ``report(name, metrics,
+    dataset)`` after it: the commands pass ``reporting``'s printers.
     """
     results = {}
     for name, loader in loaders.items():
-        reporting.print_test_plan(name, loader, args)
+        if announce is not None:
+            announce(name, loader)
         writer = log_writers.get(name) if isinstance(log_writers, dict) else log_writers
         stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
                                name=name, log_writer=writer, print_freq=args.print_freq, args=args,
@@ -245,6 +254,7 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
         metrics = {ev.key: float(stats[ev.name]) for ev in evaluators}
         metrics["n_images"] = int(round(metrics["n_images"]))
         metrics["n_partial"] = int(round(metrics["n_partial"]))
-        reporting.print_test_results(name, metrics, loader.dataset, args)
+        if report is not None:
+            report(name, metrics, loader.dataset)
         results[name] = metrics
     return results
