@@ -25,7 +25,7 @@ Two parts, printed as one markdown table:
   process reading rows in a shuffled order and in order (fetch and PNG decode, image and mask;
   the rest of the pipeline is the same for both). Then two processes open the shards at once.
 
-Example, the figures in the README (2 CPU threads)::
+Example, the figures in docs/performance.md (2 CPU threads)::
 
     python benchmarks/bench_flow.py --threads 2
     python benchmarks/bench_flow.py --models '' --augments none --input_sizes '' --scale_shards 70
