@@ -51,8 +51,8 @@ def run(model, batch, dtype_name):
 
 def f1(a, b):
     """F1 of boolean mask ``a`` against ``b`` over all pixels."""
-    both = (a & b).sum().item()
-    return 2 * both / max(a.sum().item() + b.sum().item(), 1)
+    both, total = (a & b).sum().item(), a.sum().item() + b.sum().item()
+    return 1.0 if total == 0 else 2 * both / total
 
 
 @pytest.mark.parametrize("dtype_name", ["bf16", "fp16"])
@@ -67,16 +67,6 @@ def test_reduced_precision_masks_and_scores_agree_with_fp32(trained, dtype_name)
     assert f1(out["pred_mask"] > 0.5, probs > 0.5) >= 0.99
     assert (out["pred_label"] - reference["pred_label"]).abs().max() <= 0.01
     assert not torch.equal(out["pred_mask"], probs)  # it did run in reduced precision
-
-
-def test_clip_tower_runs_in_fp32_under_bf16(trained, monkeypatch):
-    """Why: in bf16 the frozen CLIP tower moves the uncertain images' P(fake) by more than 0.01."""
-    model, batch = trained
-    reference = run(model, batch, "fp32")["pred_label"]
-    assert (run(model, batch, "bf16")["pred_label"] - reference).abs().max() <= 0.01
-    from imdlbenco_maskclip.model_zoo.maskclip import maskclip
-    monkeypatch.setattr(maskclip, "_under_bf16_autocast", lambda device_type: False)  # no fp32 island
-    assert (run(model, batch, "bf16")["pred_label"] - reference).abs().max() > 0.01
 
 
 def test_fp32_is_the_model_itself():

@@ -281,10 +281,6 @@ def _check_switch(name: str, value: int) -> bool:
     return bool(value)
 
 
-def _under_bf16_autocast(device_type: str) -> bool:
-    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16
-
-
 @MODELS.register_module()
 class MaskCLIP(nn.Module):
     """MaskCLIP: frozen CLIP + trainable pixel encoder; mask and real/fake prediction.
@@ -479,14 +475,7 @@ class MaskCLIP(nn.Module):
         aligned, no antialiasing). A tap is the ``ln_2`` output (normalised, pre-MLP) of a
         tapped block; the tower stops after the last tapped block. A frozen CLIP runs without
         autograd.
-
-        Under bf16 autocast the tower runs in fp32: with bf16's 8-bit mantissa its class tokens
-        move P(fake), a cosine scaled by CLIP's logit scale, by about 0.01 near 0.5 (fp16's 11
-        bits do not).
         """
-        if _under_bf16_autocast(pixels.device.type):
-            with torch.autocast(device_type=pixels.device.type, enabled=False):
-                return self._clip_features(pixels)
         visual = self.clip.visual
         clip_input = F.interpolate(pixels.float(), size=visual.image_size, mode="bilinear", align_corners=True)
         taps: Dict[int, torch.Tensor] = {}
