@@ -3,6 +3,7 @@ authors do, subsets, bad files, a folder without Au/, and the embedded sample.""
 import json
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 from IMDLBenCo.registry import DATASETS
 
 from imdlbenco_maskclip.datasets import BadSampleError, BRGen, BRGenWarning
-from imdlbenco_maskclip.datasets.brgen import parse_name
+from imdlbenco_maskclip.datasets.brgen_names import parse_name
 from imdlbenco_maskclip.datasets.brgen_sample import BAD_FILES, bad_files_dir, ensure_brgen_sample
 from imdlbenco_maskclip.datasets.mask_area import mask_area
 
@@ -145,3 +146,46 @@ def test_every_bad_file_is_a_counted_skip(tmp_path, sample_root):
         assert ds.validate() == 3  # the three found when read; three more at construction
     assert set(ds.skipped) == set(BAD_FILES)
     assert len(ds) == 33 and int((ds.labels == 0).sum()) == 3
+
+
+def test_flags_reach_brgen_and_its_default_split_is_the_whole_folder(sample_root):
+    from imdlbenco_maskclip.engine import data
+    from imdlbenco_maskclip.errors import UserError
+    from imdlbenco_maskclip.flags import parse
+    base = ["--dataset", "BRGen", "--data_path", str(sample_root), "--test_data_path", "sample:brgen",
+            "--image_size", "64", "--model_setting", "tiny"]
+    args, _ = parse("train", base)
+    assert (args.train_split, args.test_splits, args.balance, args.balance_seed) == ("all", ["all"], 1, 0)
+    train = data.open_train_dataset(args)
+    assert isinstance(train, BRGen) and train.drawn is not None and train.split == "all"
+    args, _ = parse("train", [*base, "--train_split", "gan", "--test_splits", "diffusion,stuff", "--balance", "0",
+                              "--balance_seed", "2"])
+    train = data.open_train_dataset(args)
+    assert (train.split, train.balance, train.seed, train.drawn) == ("gan", 0, 2, None)
+    sources = data.test_sources(args)
+    assert [data.open_test_dataset(args, name, s).split for name, s in sources.items()] == ["diffusion", "stuff"]
+    args.test_splits = ["sky"]
+    with pytest.raises(UserError, match="--test_splits.*sky"):
+        data.open_test_dataset(args, "sky", data.test_sources(args)["sky"])
+    assert parse("train", ["--image_size", "64", "--model_setting", "tiny"])[0].train_split == "sd15"  # OpenSDID's
+
+
+def test_export_writes_a_list_json_that_keeps_brgen_names_and_areas(tmp_path, sample_root, capsys):
+    from imdlbenco_maskclip.cli import main
+    from imdlbenco_maskclip.datasets.mask_area import JsonDatasetWithArea
+    assert main(["export", "sample:brgen", "--dataset", "BRGen", "--output", str(tmp_path / "out")]) == 0
+    listing = tmp_path / "out" / "all.json"
+    assert capsys.readouterr().out.strip().endswith(str(listing))
+    records = json.loads(listing.read_text())
+    ours = brgen(sample_root)
+    assert len(records) == len(ours) and sum(gt == "Negative" for _, gt in records) == 16
+    assert {Path(tp).name for tp, _ in records} == set(ours.names)
+    listed = JsonDatasetWithArea(str(listing), is_resizing=True, output_size=(64, 64))
+    by_name = {ours[i]["name"]: ours[i]["mask_area"] for i in range(len(ours))}
+    for i in range(len(listed)):
+        item = listed[i]
+        assert item["mask_area"] == pytest.approx(by_name[item["name"]]) and parse_name(item["name"])
+    assert main(["preview", "sample:brgen", "--dataset", "BRGen", "-n", "4", "--output", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["export", "sample:brgen", "--dataset", "ManiDataset", "--output", str(tmp_path / "x")]) == 2
+    assert "--dataset ManiDataset" in capsys.readouterr().err

@@ -39,48 +39,10 @@ import numpy as np
 from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
+from .brgen_names import FAKE_NAME, METHODS, SOURCES, SUBSETS, in_subset, parse_name
 from .opensdid import _IMAGE_EXTS, OpenSDID, OpenSDIDWarning, _visible_files
 
-METHODS = {"lama": "LaMa", "mat": "MAT", "sdxl": "SDXL", "brushnet": "BrushNet", "powerpaint": "PowerPaint"}
-MASK_TYPES = {"stuff": "Stuff", "background": "Background"}
-SOURCES = {"coco": "COCO", "imagenet": "ImageNet", "places": "Places"}
-FAMILIES = {"gan": ("lama", "mat"), "diffusion": ("sdxl", "brushnet", "powerpaint")}
-# The BR-Gen paper's Table 7 bins of the edited area, in % of the image: [lo, hi), the last [80, 100].
-MASK_BINS = ((0, 20), (20, 40), (40, 60), (60, 80), (80, 100))
-SUBSETS = ("all",) + tuple(METHODS) + tuple(MASK_TYPES) + tuple(FAMILIES)
 BRGEN_SAMPLE = "sample:brgen"
-
-_WORD = lambda names: "|".join(sorted(names, key=len, reverse=True))  # noqa: E731 (longest first)
-_FAKE_RE = re.compile(rf"^(?P<method>{_WORD(METHODS)})_(?P<mask>{_WORD(MASK_TYPES)})_"
-                      rf"(?P<source>{_WORD(SOURCES)})_(?P<id>.+)$", re.IGNORECASE)
-_REAL_RE = re.compile(rf"^(?P<source>{_WORD(SOURCES)})_(?P<id>.+)$", re.IGNORECASE)
-FAKE_NAME = "<Method>_<Stuff|Background>_<Source>_<id>"
-
-
-def family_of(method):
-    """'gan' or 'diffusion' for a method key ('lama', ...)."""
-    return next(family for family, methods in FAMILIES.items() if method in methods)
-
-
-def parse_name(name):
-    """A file name (or path) -> {"method", "mask", "source", "id", "family"} of a BR-Gen fake,
-    {"source", "id"} of a BR-Gen real image, or None. Keys are lower case (``METHODS`` keys);
-    a trailing ``_mask`` (a Gt file) is ignored."""
-    stem = Path(str(name)).name
-    stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix.lower() in _IMAGE_EXTS else stem
-    stem = re.sub(r"_mask$", "", stem)
-    fake = _FAKE_RE.match(stem)
-    if fake:
-        method = fake["method"].lower()
-        return {"method": method, "mask": fake["mask"].lower(), "source": fake["source"].lower(),
-                "id": fake["id"], "family": family_of(method)}
-    real = _REAL_RE.match(stem)
-    return {"source": real["source"].lower(), "id": real["id"]} if real else None
-
-
-def in_subset(parsed, subset):
-    """Whether a parsed fake belongs to ``subset`` (a name of ``SUBSETS``)."""
-    return subset == "all" or subset in (parsed["method"], parsed["mask"], parsed["family"])
 
 
 class BRGenWarning(OpenSDIDWarning):

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import sample as opensdid_sample
-from .brgen import MASK_BINS, METHODS, SOURCES, family_of
+from .brgen_names import MASK_BINS, METHODS, SOURCES, family_of
 
 SAMPLE_VERSION = 1
 NUM_REAL = 16

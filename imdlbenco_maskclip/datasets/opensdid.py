@@ -77,7 +77,7 @@ _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class BadSampleError(UserError):
-    """One row of an OpenSDID source that cannot be used; ``key`` names it.
+    """One row of an OpenSDID source (or a BR-Gen folder) that cannot be used; ``key`` names it.
 
     A DataLoader worker's error reaches the main process rebuilt from its traceback text,
     as ``BadSampleError(text)``: ``key`` and ``reason`` are then None.
@@ -86,7 +86,7 @@ class BadSampleError(UserError):
     hint = "--on_bad_sample skip leaves such samples out, counted and listed"
 
     def __init__(self, key, reason=None):
-        super().__init__(key if reason is None else f"OpenSDID sample {key!r}: {reason}")
+        super().__init__(key if reason is None else f"sample {key!r}: {reason}")
         self.key, self.reason = (None, None) if reason is None else (key, reason)
 
 

@@ -9,7 +9,7 @@ score is above 0.5, as BenCo's ``ImageF1`` does):
 * Split A, by generator family: ``gan_r50``, ``diffusion_r50``; Split B, by mask type:
   ``background_r50``, ``stuff_r50``; with their counts ``n_gan`` ... Family and mask type come
   from each sample's file name (BR-Gen's ``<Method>_<Stuff|Background>_<Source>_<id>``,
-  :func:`~..datasets.brgen.parse_name`); a set whose names do not say has them n/a;
+  :func:`~..datasets.brgen_names.parse_name`); a set whose names do not say has them n/a;
 * by edited area (the share of the image its mask covers, on the full-size mask before any
   resizing, ``mask_area`` of the sample dict) in the bins of ``AREA_BINS``: per bin the count of
   generated images ``area_<lo>_<hi>_n``, their Recall@50 ``area_<lo>_<hi>_r50`` and their mean
@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from ..datasets.brgen import MASK_BINS, parse_name
+from ..datasets.brgen_names import MASK_BINS, parse_name
 
 THRESHOLD = 0.5
 AREA_BINS = MASK_BINS  # % of the image: [lo, hi), the last one [80, 100]
@@ -93,3 +93,79 @@ def protocol_figures(records):
         figures[area_key(lo, hi, "r50")] = _recall([r["score"] for r in members], generated=True)
         figures[area_key(lo, hi, "pixel_f1")] = _mean([r["pixel_f1"] for r in members])
     return figures
+
+
+# ---------------------------------------------------------------------------- tables
+
+# The columns of the BR-Gen paper's Tables 2 and 3: (heading, metric key).
+TABLE_2_3_COLUMNS = (("Real R@50", "real_r50"), ("F1", "image_f1"), ("AUC", "image_auc"), ("R@50", "gen_r50"),
+                     ("IoU", "pixel_iou"), ("GAN R@50", "gan_r50"), ("Diffusion R@50", "diffusion_r50"),
+                     ("Background R@50", "background_r50"), ("Stuff R@50", "stuff_r50"))
+
+
+def has_figures(metrics):
+    """Whether a set's metrics hold this protocol's figures (results of older versions do not)."""
+    return "gen_r50" in metrics
+
+
+def _fmt(value):
+    """Three decimals, as the BR-Gen paper prints them; n/a when undefined, - when not published."""
+    return "-" if value is None else "n/a" if not math.isfinite(value) else f"{value:.3f}"
+
+
+def summary(metrics):
+    """One line: R@50 of real and generated images, Split A and B, R@50 by area (counts in brackets)."""
+    def part(label, key, count):
+        return f"{label} {_fmt(metrics[key])} ({metrics[count]})"
+    parts = [part("real R@50", "real_r50", "n_real"), part("R@50", "gen_r50", "n_generated"),
+             part("GAN", "gan_r50", "n_gan"), part("diffusion", "diffusion_r50", "n_diffusion"),
+             part("background", "background_r50", "n_background"), part("stuff", "stuff_r50", "n_stuff")]
+    parts += [part(f"<{hi}%", area_key(lo, hi, "r50"), area_key(lo, hi, "n")) for lo, hi in AREA_BINS]
+    return ", ".join(parts)
+
+
+def _row(cells):
+    return "| " + " | ".join(cells) + " |"
+
+
+def tables_markdown(rows, counts=True):
+    """The BR-Gen paper's Table 2/3 form and Table 7 form as markdown lines, for ``rows``:
+    [(method, set name, metrics)]. ``counts``: give each R@50 its number of images (measured
+    rows; published rows have none and leave the count out)."""
+    def with_count(metrics, value_key, count_key):
+        count = metrics.get(count_key)
+        return _fmt(metrics.get(value_key)) + (f" ({count})" if counts and count is not None else "")
+
+    lines = ["Detection and localization (BR-Gen paper Tables 2 and 3 form): Recall@50 of real and of "
+             "generated images, image F1 and AUC, pixel IoU over the locally edited fakes; Split A by "
+             "generator family, Split B by mask type (n/a where file names do not say). Counts in brackets.", "",
+             _row(["method", "set"] + [h for h, _ in TABLE_2_3_COLUMNS]), "|---" * (2 + len(TABLE_2_3_COLUMNS)) + "|"]
+    count_of = {"real_r50": "n_real", "gen_r50": "n_generated", "gan_r50": "n_gan", "diffusion_r50": "n_diffusion",
+                "background_r50": "n_background", "stuff_r50": "n_stuff"}
+    for method, name, m in rows:
+        cells = [with_count(m, key, count_of[key]) if key in count_of else _fmt(m.get(key))
+                 for _, key in TABLE_2_3_COLUMNS]
+        lines.append(_row([method, name] + cells))
+    fakes_only = [f"{method} on {name}" for method, name, m in rows if counts and m.get("n_real") == 0]
+    if fakes_only:
+        lines += ["", f"No real image in {', '.join(fakes_only)}: real R@50 and AUC are n/a, image F1 is over "
+                      f"the generated images only."]
+    heads = [f"< {hi}%" for _, hi in AREA_BINS]
+    lines += ["", "Generated images by edited area (BR-Gen paper Table 7 form): the share of the image the "
+                  "full-size mask covers, in disjoint bins " + ", ".join(
+                      f"[{lo}, {hi}{']' if hi == 100 else ')'}" for lo, hi in AREA_BINS) + " %. R@50 (count):", "",
+              _row(["method", "set"] + heads), "|---" * (2 + len(heads)) + "|"]
+    for method, name, m in rows:
+        lines.append(_row([method, name] + [with_count(m, area_key(lo, hi, "r50"), area_key(lo, hi, "n"))
+                                            for lo, hi in AREA_BINS]))
+    measured = [(method, name, m) for method, name, m in rows if any(
+        area_key(lo, hi, "pixel_f1") in m for lo, hi in AREA_BINS)]
+    if measured:
+        lines += ["", "Pixel F1 of the locally edited fakes by edited area (threshold 0.5):", "",
+                  _row(["method", "set"] + heads), "|---" * (2 + len(heads)) + "|"]
+        lines += [_row([method, name] + [_fmt(m.get(area_key(lo, hi, "pixel_f1"))) for lo, hi in AREA_BINS])
+                  for method, name, m in measured]
+    unknown = [f"{method} on {name} ({m['n_area_unknown']})" for method, name, m in rows if m.get("n_area_unknown")]
+    if unknown:
+        lines += ["", f"Generated images whose dataset gives no mask area, in no bin: {', '.join(unknown)}."]
+    return lines + [""]
