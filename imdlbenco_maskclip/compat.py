@@ -12,6 +12,7 @@ Use: call :func:`apply_patches` once, then :func:`init_distributed_mode` in plac
 ``misc.init_distributed_mode`` and wrap the model in DDP themselves: importing
 :mod:`imdlbenco_maskclip.cpu` applies the patches, which cover those two calls too.
 """
+import argparse
 import contextlib
 import datetime
 import functools
@@ -24,7 +25,14 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.model_zoo.cat_net.cat_net import Cat_Net
 from IMDLBenCo.model_zoo.trufor.trufor import Trufor
 
-from .engine import checkpoints
+# What misc.save_model pickles besides tensors: the argparse flags.
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def allow_saved_flags():
+    """Let ``torch.load`` with ``weights_only`` (BenCo's ``misc.load_model`` too) read ``args``."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+
 
 PATCHES = {
     "SmoothedValue.synchronize_between_processes":
@@ -204,7 +212,7 @@ def apply_patches() -> None:
     Trufor.detection_loss = _trufor_detection_loss
     misc.init_distributed_mode = _stock_init_distributed_mode
     torch.nn.parallel.DistributedDataParallel = DistributedDataParallelOnCPU
-    checkpoints.allow_saved_flags()
+    allow_saved_flags()
     _applied = True
 
 

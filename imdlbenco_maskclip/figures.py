@@ -11,10 +11,6 @@ import math
 import os
 
 import numpy as np
-import torch
-from torch.utils.data import default_collate
-
-from IMDLBenCo.datasets.utils import denormalize
 
 from .datasets.opensdid import OPENSDID_SPLITS, BadSampleError
 
@@ -42,31 +38,15 @@ def _f1(pred, truth):
     return 2 * tp / denominator if denominator else 0.0
 
 
-@torch.no_grad()
-def write_mask_gallery(path, dataset, indices, model, device, title):
-    """Rows of image (truth outlined) | P(manipulated) | prediction > 0.5 (pixel F1) for the
-    samples ``indices`` of ``dataset`` -> ``path``."""
+def write_mask_gallery(path, rows, title):
+    """Rows of image (truth outlined) | P(manipulated) | prediction > 0.5 (pixel F1) -> ``path``.
+    ``rows``: dicts of ``image`` [H, W, 3] in 0..1, ``prob`` and ``truth`` [H, W], ``caption``,
+    as ``engine.evaluation.gallery_rows`` gives them."""
     plt = _pyplot()
-    samples = [dataset[i] for i in indices]
-    batch = {key: value.to(device) if torch.is_tensor(value) else value
-             for key, value in default_collate(samples).items()}
-    model.eval()
-    output = model(**batch)  # the whole BenCo batch: some models need edge_mask or shape_mask
-    probs = output["pred_mask"][:, 0].float().cpu().numpy()
-    images = denormalize(batch["image"].cpu()).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    truths = batch["mask"][:, 0].cpu().numpy() > 0.5
-    fake_probabilities = output.get("pred_label")
-    if fake_probabilities is not None:  # TruFor squeezes it: a 0-d tensor for one image
-        fake_probabilities = fake_probabilities.reshape(-1)
-
-    fig, axes = plt.subplots(len(samples), 3, figsize=(7.8, 2.7 * len(samples)), squeeze=False)
-    for row, (sample, image, prob, truth) in enumerate(zip(samples, images, probs, truths)):
-        height, width = (int(v) for v in sample["shape"])  # without padding
-        image, prob, truth = image[:height, :width], prob[:height, :width], truth[:height, :width]
-        caption = str(sample.get("name", indices[row]))[:40]
-        if fake_probabilities is not None:
-            caption += f"\nP(fake) {float(fake_probabilities[row]):.3f}"
-        panels = ((image, caption, None), (prob, "P(manipulated)", "magma"),
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.8, 2.7 * len(rows)), squeeze=False)
+    for row, shown in enumerate(rows):
+        image, prob, truth = shown["image"], shown["prob"], shown["truth"]
+        panels = ((image, shown["caption"], None), (prob, "P(manipulated)", "magma"),
                   (prob > 0.5, f"> 0.5: pixel F1 {_f1(prob > 0.5, truth):.3f}", "gray"))
         for ax, (picture, label, cmap) in zip(axes[row], panels):
             ax.imshow(picture, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")

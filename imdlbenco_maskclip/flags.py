@@ -4,7 +4,8 @@ Each command's parser is built from the flag groups it lists in ``COMMANDS``; ev
 is defined once, with BenCo's underscore spelling. Flag names and meanings follow BenCo's
 ``train.py`` / ``test.py`` / ``test_robust.py``. Model flags come from the model's
 constructor through BenCo's ``misc.create_argparser`` and are parsed from what the main
-parser leaves, as BenCo's scripts do.
+parser leaves, as BenCo's scripts do. ``config`` reads ``--config``, ``engine.checkpoints``
+the checkpoint's training flags, and ``checks.CHECKS`` checks each command's values.
 
 Where values come from, the later winning: the command's defaults; for ``test`` and
 ``test-robust`` the flags the checkpoint was trained with; ``--config FILE.yaml`` (its keys
@@ -28,34 +29,22 @@ Defaults that differ from BenCo's scripts, and why:
   noted at start.
 """
 import argparse
-import inspect
 import os
 import sys
 import typing
 
-import yaml
-
 import IMDLBenCo.training_scripts.utils.misc as misc
-from IMDLBenCo.registry import DATASETS
 
+from .checks import check, follow_image_size, note
+from .config import check_old_names, given_on_command_line, load_config
 from .datasets.opensdid import OPENSDID_SPLITS
 from .engine import checkpoints, models
+from .engine.evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
 from .engine.models import model_class
 from .errors import UserError
 
-METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
 BEST_METRICS = tuple(f"avg_{key}" for key in METRIC_KEYS)
-# --image_score_from_mask: how a model without image-level output (CAT-Net, IML-ViT) gets
-# image scores P(fake); the paper gives such models image numbers without saying how.
-IMAGE_SCORE_RULES = {"none": "none: its image metrics are n/a",
-                     "max": "the maximum over the image of its predicted mask P(manipulated)"}
 AUGMENTATIONS = ("paper", "authors", "benco", "none")
-# Models' own names for their input size (IML_ViT, ObjectFormer, PSCC_Net; SparseViT).
-INPUT_SIZE_FLAGS = ("input_size", "img_size")
-# Old spellings: giving one is an error that names the flag to use.
-RENAMED = {"out": "--output", "on-bad-sample": "--on_bad_sample"}
-REMOVED = {"pin_mem": "memory is pinned on CUDA by default; --no_pin_mem turns it off"}
-
 
 # ---------------------------------------------------------------------------- flag groups
 
@@ -66,8 +55,9 @@ def _config(add, command):
 
 def _model(add, command):
     add("--model", default="MaskCLIP", help="a name in IMDLBenCo.registry.MODELS (default MaskCLIP)")
-    add("--if_predict_label", action="store_true",
-        help="BenCo: models that can take labels use them and their label loss")
+    if command == "train":  # BenCo's trainer reads it; its tester does not
+        add("--if_predict_label", action="store_true",
+            help="BenCo: models that can take labels use them and their label loss")
     add("--image_size", default=512, type=int, help="images are resized or padded to this size")
     add("--if_padding", action="store_true", help="zero-pad every image to --image_size (BenCo)")
     add("--if_resizing", action="store_true", help="resize every image to --image_size (BenCo)")
@@ -267,35 +257,6 @@ def _dests(parser):
 
 # ---------------------------------------------------------------------------- values
 
-def note(text):
-    # Parsing runs before the process group (and BenCo's rank-0-only print) exists.
-    if os.environ.get("RANK", "0") == "0":
-        print(text)
-
-
-def load_config(path):
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise UserError(f"--config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"--config {path}: not valid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"--config {path}: expected a mapping of flag names to values, got {type(config).__name__}")
-    return {str(k).lstrip("-").replace("-", "_"): v for k, v in config.items()}
-
-
-def _check_old_names(argv, config, where):
-    for name, source in [(name, "") for name in _given_on_command_line(argv)] + [(k, f" ({where})") for k in config]:
-        if name in RENAMED:
-            raise UserError(f"--{name} is now {RENAMED[name]}{source}")
-        if name in REMOVED:
-            raise UserError(f"--{name} is not a flag{source}", hint=REMOVED[name])
-
-
 def _as_default(action, value, where):
     """A YAML value as an argparse default, converted by the flag's own type at parse time."""
     if action.type is None and action.nargs == 0:  # store_true / store_false
@@ -336,10 +297,6 @@ def model_parser_for(model_cls, command):
     return parser
 
 
-def _given_on_command_line(argv):
-    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
-
-
 def _checkpoint_values(command, argv, config):
     """Commands that read a checkpoint: its resolved path and the flags it was trained with as
     (path or None, main flags, model flags). The model (``--model``, its own flags) and its
@@ -354,21 +311,17 @@ def _checkpoint_values(command, argv, config):
     if not path:
         raise UserError(f"--checkpoint_path is required for `{command}`",
                         hint="give a .pth file or a training --output_dir")
-    path = checkpoints.resolve(path)
-    checkpoint = checkpoints.read(path, tensors=False)
-    saved = checkpoints.saved_flags(checkpoint)
-    if command == "predict" and not checkpoints.describes_its_model(checkpoint):
-        raise UserError(f"--checkpoint_path {path}: it holds no training flags of `benco-maskclip train`, so the "
-                        f"model to build is unknown", hint="predict with a checkpoint that command wrote, or one "
-                                                           "of the authors' MaskCLIP train.py")
-    if saved is None:
-        return path, {}, {}
-    main = {k: getattr(saved, k) for k in ("model", "image_size", "edge_mask_width") if hasattr(saved, k)}
+    checkpoint = checkpoints.open_checkpoint(path)  # the model is built from this same read
+    if command == "predict" and not checkpoint.describes_its_model():
+        raise UserError(f"--checkpoint_path {checkpoint.path}: it holds no training flags of `benco-maskclip train`, "
+                        f"so the model to build is unknown",
+                        hint="predict with a checkpoint that command wrote, or one of the authors' MaskCLIP train.py")
+    main, model = checkpoint.training_flags()
     switches = ("if_padding", "if_resizing")
     switched_on = {k for k in switches if config.get(k) is True and command != "predict"}
-    if not set(switches) & (switched_on | _given_on_command_line(argv)):
-        main.update({k: bool(getattr(saved, k, False)) for k in switches})
-    return path, main, dict(getattr(saved, "model_args", None) or {})
+    if set(switches) & (switched_on | given_on_command_line(argv)):
+        main = {k: v for k, v in main.items() if k not in switches}
+    return checkpoint.path, main, model
 
 
 def _other_commands_keys(command, config):
@@ -389,7 +342,7 @@ def parse(command, argv):
     config_path = pre.parse_known_args(argv)[0].config
     config = load_config(config_path) if config_path else {}
     where = f"--config {config_path}"
-    _check_old_names(argv, config, where)
+    check_old_names(argv, config, where)
 
     parser = build_parser(command)
     own = _dests(parser)
@@ -421,7 +374,7 @@ def parse(command, argv):
     if skipped:
         note(f"[{command}] {where}: keys for other commands skipped here: {skipped}")
     if not builds_model:
-        _check(command, args, None)
+        check(command, args, None)
         return args, None
 
     if args.model != saved_main.get("model"):
@@ -435,11 +388,11 @@ def parse(command, argv):
     if command == "predict":
         _apply(model_parser, {k: v for k, v in model_config.items() if k not in saved_model}, where)
         _apply(model_parser, saved_model, f"--checkpoint_path {checkpoint}")
-        overridden = _given_on_command_line(argv)
+        overridden = given_on_command_line(argv)
     else:
         _apply(model_parser, saved_model, f"--checkpoint_path {checkpoint}")
         _apply(model_parser, model_config, where)
-        overridden = set(config) | _given_on_command_line(argv)
+        overridden = set(config) | given_on_command_line(argv)
     taken = {k: v for k, v in shown.items() if k not in overridden}
     if taken:
         note(f"[{command}] from the checkpoint's training flags: "
@@ -447,8 +400,8 @@ def parse(command, argv):
     model_args = model_parser.parse_args(model_argv)
     if checkpoint is not None:
         args.checkpoint_path = checkpoint  # resolved once, here
-    _follow_image_size(args, model_args, from_user=overridden, from_checkpoint=set(saved_model))
-    _check(command, args, model_args)
+    follow_image_size(args, model_args, from_user=overridden, from_checkpoint=set(saved_model))
+    check(command, args, model_args)
     return args, model_args
 
 
@@ -487,134 +440,3 @@ def _split_model_flags(argv, parser, model_parser):
         model_argv += argv[i:end]
         i = end
     return main_argv, model_argv
-
-
-def _follow_image_size(args, model_args, from_user, from_checkpoint):
-    """A model's input-size flag follows --image_size unless given (by the user or the
-    checkpoint's training flags); given, it must match: the datasets yield --image_size
-    images, and a model built for another size fails deep inside (IML_ViT: 'Target size ...
-    must be the same as input size')."""
-    for flag in INPUT_SIZE_FLAGS:
-        if not hasattr(model_args, flag):
-            continue
-        value = getattr(model_args, flag)
-        try:
-            matches = int(value) == args.image_size  # untyped constructor arguments parse as str
-        except (TypeError, ValueError):
-            matches = False
-        if matches or (flag not in from_user and flag not in from_checkpoint):
-            setattr(model_args, flag, args.image_size)
-        elif flag in from_user:
-            raise UserError(f"--{flag} {value} differs from --image_size {args.image_size}: the datasets give "
-                            f"--model {args.model} images of --image_size",
-                            hint=f"give one value (--{flag} follows --image_size when left out)")
-        else:
-            raise UserError(f"--image_size {args.image_size} differs from the --{flag} {value} the checkpoint was "
-                            f"trained with, and --model {args.model} is built for that size",
-                            hint="leave --image_size out to use that size")
-
-
-def check_folder_flag(flag, path):
-    """A folder flag (created if missing) that names an existing file is an error."""
-    if path and os.path.isfile(path):
-        raise UserError(f"--{flag} {path} is a file", hint="give a folder (it is created if missing)")
-
-
-def comma_list(text, flag, convert, example):
-    """``"3, 5,7"`` -> ``[convert("3"), ...]``; a bad entry names ``flag``."""
-    try:
-        return [convert(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected a comma list such as {example}") from None
-
-
-def _at_least(args, minimum, *flags):
-    for flag in flags:
-        if getattr(args, flag) < minimum:
-            raise UserError(f"--{flag} must be at least {minimum}, got {getattr(args, flag)}")
-
-
-def _check(command, args, model_args):
-    if command == "report":
-        check_folder_flag("output_dir", args.output_dir)
-        return
-    if command in ("sample", "export", "preview"):
-        if command == "preview":
-            _at_least(args, 1, "num", "cols")
-        if command != "sample" and not args.output:
-            raise UserError(f"--output is required for `{command}`")
-        if command == "export":
-            check_folder_flag("output", args.output)
-        if command != "sample" and args.dataset not in ("OpenSDID", "BRGen"):
-            raise UserError(f"--dataset {args.dataset}: `{command}` reads OpenSDID sources and BR-Gen folders",
-                            hint="give --dataset OpenSDID or BRGen")
-        return
-    if args.if_padding and args.if_resizing:
-        raise UserError("--if_padding and --if_resizing exclude each other", hint="give one")
-    if not (args.if_padding or args.if_resizing):
-        note(f"[{command}] neither --if_resizing nor --if_padding given: resizing to {args.image_size} "
-             f"(the authors' setting)")
-        args.if_resizing = True
-    _at_least(args, 1, "image_size")
-    _at_least(args, 0, "num_workers")
-    check_folder_flag("output_dir", args.output_dir)
-    width = args.edge_mask_width
-    if width is not None and (width < 1 or width % 2 == 0 or width >= args.image_size):
-        raise UserError(f"--edge_mask_width {width}: BenCo's edge mask needs an odd width of at least 1 and below "
-                        f"--image_size (paper: 7)", hint="leave the flag out for no edge mask")
-    models.check_requirements(args.model)
-    forward = inspect.signature(model_class(args.model).forward).parameters
-    edge = forward.get("edge_mask")
-    if edge is not None and edge.default is inspect.Parameter.empty and width is None:
-        raise UserError(f"--model {args.model} needs BenCo's edge mask", hint="pass --edge_mask_width (e.g. 7)")
-    if command == "predict":
-        _at_least(args, 1, "batch_size")
-        if not 0.0 <= args.threshold <= 1.0:
-            raise UserError(f"--threshold {args.threshold}: a probability in [0, 1]")
-    else:
-        _check_engine(command, args, model_args)
-    # Checkpoints store args; keeping model flags there says how to rebuild the model. Main
-    # flags of the same name (image_size) are what the model gets, as in BenCo's scripts.
-    args.model_args = {k: getattr(args, k, v) for k, v in vars(model_args).items()}
-
-
-def _check_engine(command, args, model_args):
-    if not DATASETS.has(args.dataset):
-        raise UserError(f"--dataset {args.dataset!r} is not registered in IMDLBenCo DATASETS",
-                        hint=f"choose one of {sorted(DATASETS.module_dict)}")
-    # A dataset class may name its own default split (BRGen: the whole folder).
-    default_split = getattr(DATASETS.get(args.dataset), "DEFAULT_SPLIT", None)
-    if args.test_splits is None:
-        args.test_splits = default_split or ",".join(OPENSDID_SPLITS)
-    if command == "train" and args.train_split is None:
-        args.train_split = default_split or OPENSDID_SPLITS[0]
-    args.test_splits = [s.strip() for s in str(args.test_splits).split(",") if s.strip()]
-    if not args.test_splits:
-        raise UserError("--test_splits is empty", hint=f"give a comma list such as {','.join(OPENSDID_SPLITS)}")
-    _at_least(args, 1, "test_batch_size", "print_freq")
-    if command == "train":
-        # Before any data is opened; test commands take every weight from the checkpoint.
-        models.check_weight_files(args.model, {**vars(model_args), **vars(args)})
-        _at_least(args, 1, "batch_size", "epochs", "test_period", "accum_iter")
-        for flag in ("lr", "blr", "min_lr", "weight_decay"):
-            value = getattr(args, flag)
-            if value is not None and (value < 0 or (flag in ("lr", "blr") and value == 0)):
-                raise UserError(f"--{flag} {value}: must be {'above' if flag in ('lr', 'blr') else 'at least'} 0")
-        if args.edge_mask_width is None and getattr(model_args, "edge_weight", 0) > 0:
-            note(f"[train] no --edge_mask_width: the edge loss (--edge_weight {model_args.edge_weight}) is off; "
-                 f"the paper's recipe uses --edge_mask_width 7")
-    check_folder_flag("log_dir", args.log_dir)
-    if args.log_dir is None:
-        args.log_dir = args.output_dir
-    if command == "test":
-        _at_least(args, 0, "gallery_size")
-    if command == "test-robust":
-        args.blur_kernels = comma_list(args.blur_kernels, "--blur_kernels", int, "3,5,7")
-        args.jpeg_qualities = comma_list(args.jpeg_qualities, "--jpeg_qualities", int, "60,80,100")
-        args.noise_vars = comma_list(args.noise_vars, "--noise_vars", float, "10,20")
-        if any(k < 3 or k % 2 == 0 for k in args.blur_kernels):
-            raise UserError(f"--blur_kernels {args.blur_kernels}: kernel sizes must be odd and >= 3")
-        if any(not 1 <= q <= 100 for q in args.jpeg_qualities):
-            raise UserError(f"--jpeg_qualities {args.jpeg_qualities}: qualities lie in 1..100")
-        if any(v <= 0 for v in args.noise_vars):
-            raise UserError(f"--noise_vars {args.noise_vars}: variances must be > 0")

@@ -10,10 +10,11 @@ Image Detection with Forgery Amplification Approach", AAAI 2026: Table 2 (releas
 tested on BR-Gen, cross-domain), Table 3 (trained and tested on BR-Gen) and Table 7 (generated
 images' R@50 by mask area, models trained on BR-Gen). "-" in the paper is None here.
 """
+from .datasets.opensdid import OPENSDID_SPLITS
+
 CITATION = ("Wang, Huang, Hong, OpenSDI: Spotting Diffusion-Generated Images in the Open World, CVPR 2025, "
             "Tables 3 and 4")
-SPLITS = ("sd15", "sd2", "sdxl", "sd3", "flux")
-# Per method, per split in SPLITS order: (pixel IoU, pixel F1) and (image F1, image accuracy).
+# Per method, per split in OPENSDID_SPLITS order: (pixel IoU, pixel F1) and (image F1, image accuracy).
 TABLE_3 = {
     "CAT-Net": ((.6636, .7480), (.5458, .6232), (.2550, .3074), (.3555, .4207), (.0497, .0658)),
     "TruFor": ((.6342, .7100), (.5467, .6188), (.2655, .3185), (.3229, .3852), (.0760, .0970)),
@@ -32,7 +33,7 @@ def results():
     """{paper method name: {split: {metric key: value}}}; AUC and counts are absent."""
     return {method: {split: {"pixel_iou": pixel[0], "pixel_f1": pixel[1], "image_f1": image[0],
                              "image_acc": image[1]}
-                     for split, pixel, image in zip(SPLITS, TABLE_3[method], TABLE_4[method])}
+                     for split, pixel, image in zip(OPENSDID_SPLITS, TABLE_3[method], TABLE_4[method])}
             for method in TABLE_3}
 
 

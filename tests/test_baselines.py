@@ -9,7 +9,7 @@ from torch.utils.data import default_collate
 
 from imdlbenco_maskclip import compat
 from imdlbenco_maskclip.cli import main
-from imdlbenco_maskclip.engine import checkpoints, data, models
+from imdlbenco_maskclip.engine import data, models
 from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.flags import parse
 
@@ -123,6 +123,6 @@ def test_trufor_phase_2_then_phase_3_on_cpu_from_its_weight_files(tmp_path):
 
     # test / test-robust: every weight from the checkpoint, phase 2's files not read (switched off).
     args, model_args = parse("test", ["--checkpoint_path", str(checkpoint), "--device", "cpu"])
-    tested, _ = checkpoints.model_from_checkpoint(str(checkpoint), args, model_args)
+    tested, _ = models.model_from_checkpoint(str(checkpoint), args, model_args)
     assert tested.phase == 2 and model_args.np_pretrain_weights == str(tmp_path / "noiseprint.pth")
     assert all(torch.equal(v, tested.state_dict()[k]) for k, v in model.state_dict().items())

@@ -10,7 +10,8 @@ import torch
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from imdlbenco_maskclip.engine import checkpoints
-from imdlbenco_maskclip.engine.models import build_model, without_weight_sources
+from imdlbenco_maskclip.engine.models import build_model, model_from_checkpoint, without_weight_sources
+from imdlbenco_maskclip.engine.training import loss_scaler
 from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.flags import parse
 
@@ -70,7 +71,7 @@ def test_benco_resumes_only_with_the_saved_flags_allowed(tmp_path):
     (the default since torch 2.6) refuses, so BenCo's misc.load_model cannot resume alone."""
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.Adam(model.parameters())
-    scaler = misc.NativeScalerWithGradNormCount()
+    scaler = loss_scaler(torch.device("cpu"))  # the same path with and without a GPU
     args = argparse.Namespace(output_dir=str(tmp_path), resume="", start_epoch=0)
     misc.save_model(args, 4, model, model, optimizer, scaler)
     args.resume = str(tmp_path / "checkpoint-4.pth")
@@ -92,7 +93,7 @@ def test_the_loader_takes_every_weight_from_the_checkpoint_and_names_a_mismatch(
                                       "--image_size", "64", "--clip_pretrained", missing, "--pixel_pretrained", missing])
     source = build_model(args, without_weight_sources("MaskCLIP", model_args)[0])
     torch.save({"model": source.state_dict(), "epoch": 7, "args": args}, tmp_path / "trained.pth")
-    model, epoch = checkpoints.model_from_checkpoint(str(tmp_path / "trained.pth"), args, model_args)
+    model, epoch = model_from_checkpoint(str(tmp_path / "trained.pth"), args, model_args)
     assert epoch == 7
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -101,5 +102,44 @@ def test_the_loader_takes_every_weight_from_the_checkpoint_and_names_a_mismatch(
     model_args.use_vsa = 0
     args.model_args = vars(model_args)
     with pytest.raises(UserError, match="^--checkpoint_path .*trained.pth") as info:
-        checkpoints.model_from_checkpoint(str(tmp_path / "trained.pth"), args, model_args)
+        model_from_checkpoint(str(tmp_path / "trained.pth"), args, model_args)
     assert "--use_vsa 1" in info.value.hint and "--use_vsa 0" in info.value.hint
+
+
+def test_a_command_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64"])
+    source = build_model(args, without_weight_sources("MaskCLIP", model_args)[0])
+    torch.save({"model": source.state_dict(), "epoch": 2, "args": args}, tmp_path / "checkpoint-2.pth")
+    reads = []
+    stock = checkpoints.read
+    monkeypatch.setattr(checkpoints, "read", lambda *a, **k: reads.append(a[0]) or stock(*a, **k))
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path)])
+    assert (args.image_size, model_args.model_setting) == (64, "tiny")  # the saved flags
+    model, epoch = model_from_checkpoint(args.checkpoint_path, args, model_args)
+    assert reads == [str(tmp_path / "checkpoint-2.pth")] and epoch == 2
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+
+
+def test_a_model_package_plugs_in_its_foreign_format(tmp_path, monkeypatch):
+    """A format registered in model_zoo.checkpoint_formats is found by its key names, its
+    flags read from its tensors and its keys converted; the reader itself knows nothing of it."""
+    from imdlbenco_maskclip.model_zoo import checkpoint_formats
+    from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP
+
+    args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64", "--use_vsa", "0"])
+    source = build_model(args, without_weight_sources("MaskCLIP", model_args)[0])
+    torch.save({"theirs." + k: v for k, v in source.state_dict().items()}, tmp_path / "theirs.pth")
+    monkeypatch.setattr(checkpoint_formats, "FORMATS", [])
+    checkpoint_formats.register(checkpoint_formats.ForeignFormat(
+        model="MaskCLIP", source="a test format", recognises=lambda sd: all(k.startswith("theirs.") for k in sd),
+        model_flags=lambda sd: {"model_setting": "tiny", "image_size": 64,
+                                "use_vsa": int("theirs.vsa.attn.q_proj.weight" in sd)},
+        convert=lambda sd: {k[len("theirs."):]: v for k, v in sd.items()}, fixed_flags=("model_setting", "image_size")))
+    model = MaskCLIP.from_checkpoint(str(tmp_path / "theirs.pth"))
+    assert model.use_vsa == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
+    # The CLI takes the model from the format, and keeps what the format decides.
+    args, model_args = parse("test", ["--checkpoint_path", str(tmp_path / "theirs.pth"), "--image_size", "64"])
+    assert args.model == "MaskCLIP"
+    tested, _ = model_from_checkpoint(args.checkpoint_path, args, model_args)
+    assert all(torch.equal(tested.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -11,7 +11,7 @@ from PIL import Image
 
 from IMDLBenCo.registry import DATASETS
 
-from imdlbenco_maskclip.datasets import BadSampleError, BRGen, BRGenWarning
+from imdlbenco_maskclip.datasets import BadSampleError, BRGen, BRGenWarning, SourceError
 from imdlbenco_maskclip.datasets.brgen_names import parse_name
 from imdlbenco_maskclip.datasets.brgen_sample import BAD_FILES, bad_files_dir, ensure_brgen_sample
 from imdlbenco_maskclip.datasets.mask_area import mask_area
@@ -87,7 +87,7 @@ def test_balanced_by_default_with_a_seeded_draw(sample_root):
     assert brgen(sample_root, seed=1).drawn != ds.drawn
     assert ds.selection() == {"dataset": "BRGen", "path": ds.entry_path, "balance": 1, "seed": 0, "drawn": ds.drawn}
     assert brgen(sample_root, balance=0).drawn is None
-    with pytest.raises(ValueError, match="balance"):
+    with pytest.raises(SourceError, match="balance"):
         brgen(sample_root, balance=2)
 
 
@@ -105,7 +105,7 @@ def test_subsets_by_mask_type_and_unknown_subsets(sample_root):
     for mask_type in ("stuff", "background"):
         ds = brgen(f"{sample_root}#{mask_type}", balance=0)
         assert {p.get("mask") for p in ds.parsed} == {mask_type, None} and len(ds) == 16 + 80
-    with pytest.raises(ValueError, match="gan"):
+    with pytest.raises(SourceError, match="gan"):
         brgen(f"{sample_root}#sky")
 
 

@@ -21,7 +21,7 @@ from IMDLBenCo.registry import DATASETS
 from imdlbenco_maskclip.datasets import BadSampleError, OpenSDID, OpenSDIDWarning
 from imdlbenco_maskclip.datasets.export import export_source, export_split
 from imdlbenco_maskclip.datasets.mask_area import JsonDatasetWithArea
-from imdlbenco_maskclip.datasets.opensdid import sample_name, to_rgb_uint8
+from imdlbenco_maskclip.datasets.opensdid import ImageDataError, SourceError, sample_name, to_rgb_uint8
 
 RNG = np.random.default_rng(0)
 
@@ -203,20 +203,20 @@ def test_split_by_argument_and_by_hash(hub_dir):
 
 
 def test_split_errors(hub_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"conflicting splits.*'sd15'.*'sd2'"):
+    with pytest.raises(SourceError, match=r"conflicting splits.*'sd15'.*'sd2'"):
         OpenSDID(f"{hub_dir}#sd2", split="sd15", is_resizing=True)
-    with pytest.raises(ValueError, match=r"several splits \['sd15', 'sd2'\]"):
+    with pytest.raises(SourceError, match=r"several splits \['sd15', 'sd2'\]"):
         OpenSDID(str(hub_dir), is_resizing=True)
-    with pytest.raises(ValueError, match=r"unknown split 'sdxl'.*\['sd15', 'sd2'\]"):
+    with pytest.raises(SourceError, match=r"unknown split 'sdxl'.*\['sd15', 'sd2'\]"):
         OpenSDID(str(hub_dir), split="sdxl", is_resizing=True)
     single = write_hub_dir(tmp_path / "single", splits=("flux",))
     assert OpenSDID(str(single), is_resizing=True).split == "flux"
 
 
 def test_subset_and_mode_arguments_are_checked(hub_dir):
-    with pytest.raises(ValueError, match="subset"):
+    with pytest.raises(SourceError, match="subset"):
         OpenSDID(f"{hub_dir}#sd15", subset="partial", is_resizing=True)
-    with pytest.raises(ValueError, match="on_bad_sample"):
+    with pytest.raises(SourceError, match="on_bad_sample"):
         OpenSDID(f"{hub_dir}#sd15", on_bad_sample="ignore", is_resizing=True)
 
 
@@ -229,7 +229,7 @@ def test_save_to_disk_datasetdict_and_dataset(tmp_path):
     DatasetDict({"sd15": hf_dataset(rows15), "sd3": hf_dataset(rows3)}).save_to_disk(str(tmp_path / "dd"))
     dd = OpenSDID(f"{tmp_path / 'dd'}#sd3", is_resizing=True, output_size=(16, 16))
     assert dd.keys == [r["key"] for r in rows3] and dd[1]["label"] == 1
-    with pytest.raises(ValueError, match=r"several splits \['sd15', 'sd3'\]"):
+    with pytest.raises(SourceError, match=r"several splits \['sd15', 'sd3'\]"):
         OpenSDID(str(tmp_path / "dd"), is_resizing=True)
 
     hf_dataset(rows15).save_to_disk(str(tmp_path / "one"))
@@ -277,7 +277,7 @@ def test_hub_id_downloads_only_the_requested_split(tmp_path, monkeypatch):
     ds = OpenSDID("nebula/OpenSDI_test#sd2", is_resizing=True, output_size=(16, 16))
     assert fetched == ["data/sd2-00000-of-00002.parquet", "data/sd2-00001-of-00002.parquet"]
     assert ds.split == "sd2" and len(ds) == 5 and ds[1]["label"] == 1
-    with pytest.raises(ValueError, match=r"hub dataset nebula/OpenSDI_test has several splits"):
+    with pytest.raises(SourceError, match=r"hub dataset nebula/OpenSDI_test has several splits"):
         OpenSDID("nebula/OpenSDI_test", is_resizing=True)
 
 
@@ -285,7 +285,7 @@ def test_hub_id_offline_reads_the_hub_cache_or_says_how_to_download(tmp_path, mo
     from huggingface_hub import constants
     assert constants.HF_HUB_OFFLINE  # set by conftest
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
-    with pytest.raises(RuntimeError, match=r"nebula/OpenSDI_test.*hf download nebula/OpenSDI_test"
+    with pytest.raises(SourceError, match=r"nebula/OpenSDI_test.*hf download nebula/OpenSDI_test"
                                            r".*data/sd3-\*.*local directory"):
         OpenSDID("nebula/OpenSDI_test#sd3", is_resizing=True)
 
@@ -296,7 +296,7 @@ def test_hub_id_offline_reads_the_hub_cache_or_says_how_to_download(tmp_path, mo
     write_hub_dir(repo / "snapshots" / commit, splits=("sd3",))
     ds = OpenSDID("nebula/OpenSDI_test", is_resizing=True, output_size=(16, 16))
     assert ds.split == "sd3" and ds.keys[0] == "real/sd3/real/0000.jpg"
-    with pytest.raises(ValueError, match=r"unknown split 'flux'.*local hub cache.*\['sd3'\]"):
+    with pytest.raises(SourceError, match=r"unknown split 'flux'.*local hub cache.*\['sd3'\]"):
         OpenSDID("nebula/OpenSDI_test#flux", is_resizing=True)
 
 
@@ -327,7 +327,7 @@ def test_pixel_formats_become_8bit_rgb():
     assert to_rgb_uint8(cmyk).reshape(-1, 3).tolist() == [[255, 0, 0]] * 16
     out = to_rgb_uint8(Image.fromarray(grey16))
     assert out.dtype == np.uint8 and out.flags.writeable
-    with pytest.raises(ValueError, match="float pixels.*8- or 16-bit"):
+    with pytest.raises(ImageDataError, match="float pixels.*8- or 16-bit"):
         to_rgb_uint8(Image.new("F", (2, 2)))
 
 
@@ -465,7 +465,7 @@ def test_missing_column_named_with_columns_found(tmp_path):
     path = tmp_path / "hub" / "data" / "sd15-00000-of-00001.parquet"
     path.parent.mkdir(parents=True)
     hf_dataset([{k: r[k] for k in ("key", "image", "label")} for r in rows], feats).to_parquet(str(path))
-    with pytest.raises(ValueError, match=r"\['mask'\].*\['key', 'image', 'label'\]"):
+    with pytest.raises(SourceError, match=r"\['mask'\].*\['key', 'image', 'label'\]"):
         OpenSDID(str(tmp_path / "hub"), is_resizing=True)
 
 

@@ -5,6 +5,7 @@ from torch.utils.data import Subset
 
 from imdlbenco_maskclip import figures
 from imdlbenco_maskclip.datasets.opensdid import OpenSDID
+from imdlbenco_maskclip.engine.evaluation import gallery_rows
 from imdlbenco_maskclip.engine.evaluators import partial_fake_indices
 from imdlbenco_maskclip.engine.models import build_model
 from imdlbenco_maskclip.flags import parse
@@ -28,8 +29,8 @@ def test_gallery_draws_one_row_per_sample(tmp_path):
     dataset = OpenSDID("sample:test#sd2", is_resizing=True, output_size=(64, 64))
     sizes = {}
     for rows in (1, 3):
-        path = figures.write_mask_gallery(str(tmp_path / "masks" / f"{rows}.png"), dataset,
-                                          partial_fake_indices(dataset, rows), model, torch.device("cpu"), "tiny")
+        shown = gallery_rows(dataset, partial_fake_indices(dataset, rows), model, torch.device("cpu"))
+        path = figures.write_mask_gallery(str(tmp_path / "masks" / f"{rows}.png"), shown, "tiny")
         with Image.open(path) as picture:
             assert picture.format == "PNG"
             sizes[rows] = picture.size
@@ -53,6 +54,7 @@ def test_gallery_of_one_image_takes_a_squeezed_pred_label(tmp_path):
     args, model_args = parse("train", ["--model_setting", "tiny", "--image_size", "64"])
     model = SqueezedLabel(build_model(args, model_args))
     dataset = OpenSDID("sample:test#sd2", is_resizing=True, output_size=(64, 64))
-    path = figures.write_mask_gallery(str(tmp_path / "one.png"), dataset, partial_fake_indices(dataset, 1), model,
-                                      torch.device("cpu"), "squeezed")
+    rows = gallery_rows(dataset, partial_fake_indices(dataset, 1), model, torch.device("cpu"))
+    assert len(rows) == 1 and "P(fake) " in rows[0]["caption"]
+    path = figures.write_mask_gallery(str(tmp_path / "one.png"), rows, "squeezed")
     assert Image.open(path).size == (702, 243)

@@ -90,7 +90,10 @@ def test_predict_writes_masks_overlays_table_and_gallery(tmp_path, images, capsy
         assert np.abs(mask.astype(float) - hand_mask * 255).max() <= 1.0
         assert float(row["marked_fraction"]) == pytest.approx((hand_mask > 0.5).mean(), abs=0.02)
     assert len({row["fake_probability"] for row in rows}) == 4  # each image its own prediction
-    assert (out / "gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(out / "gallery.png") as gallery:
+        # four images in one row of 3.2 x 3.4 inch panels at 90 dpi, each picture drawn in it
+        assert gallery.format == "PNG" and gallery.size == (1152, 306)
+        assert len(np.unique(np.asarray(gallery.convert("RGB")).reshape(-1, 3), axis=0)) > 1000
     saved = json.loads((out / "predictions.json").read_text())
     assert saved["epoch"] == 3 and saved["skipped"] == [] and len(saved["predictions"]) == 4
     assert "4 images predicted, 0 skipped" in capsys.readouterr().out

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from imdlbenco_maskclip import cli
+from imdlbenco_maskclip.datasets import OpenSDID
 from imdlbenco_maskclip.engine import data, evaluation, robustness
 from imdlbenco_maskclip.engine.models import build_model
 from imdlbenco_maskclip.flags import parse
@@ -119,7 +121,10 @@ def test_test_takes_every_weight_from_the_checkpoint_and_reads_no_weight_source(
     args, model_args = parse("test", [*argv, "--clip_pretrained", missing, "--pixel_pretrained", missing])
     assert evaluation.run(args, model_args) == 0
     assert (out / "metrics.json").is_file()
-    assert (out / "masks" / "sd2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --gallery_size 6
+    # --gallery_size 6: a row of 7.8 x 2.7 inches at 90 dpi per partial fake shown
+    shown = min(6, OpenSDID("sample:test#sd2", is_resizing=True).num_partial)
+    with Image.open(out / "masks" / "sd2.png") as gallery:
+        assert gallery.format == "PNG" and gallery.size == (702, 243 * shown)
 
 
 @pytest.mark.usefixtures("no_process_group_left_behind")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imdlbenco_maskclip.datasets import OPENSDID_SPLITS, OpenSDID
+from imdlbenco_maskclip.datasets import OPENSDID_SPLITS, OpenSDID, SourceError
 from imdlbenco_maskclip.datasets import sample as sample_mod
 
 EXPECTED = {  # split -> (rows, real, partial, full)
@@ -82,7 +82,7 @@ def test_sample_splits_and_edits(cache):
     keys = OpenSDID("sample:train", is_resizing=True).keys
     for edit in ("splice", "copymove", "inpaint"):
         assert sum(k.endswith(f"_{edit}.png") for k in keys) == 60
-    with pytest.raises(ValueError, match=r"several splits \['flux', 'sd15', 'sd2', 'sd3', 'sdxl'\]"):
+    with pytest.raises(SourceError, match=r"several splits \['flux', 'sd15', 'sd2', 'sd3', 'sdxl'\]"):
         OpenSDID("sample:test", is_resizing=True)
     # Grey photos stay single-channel in the files, as some real datasets have them.
     import pyarrow.parquet as pq

@@ -4,6 +4,7 @@
 HF ``datasets`` / ``huggingface_hub`` are imported only when a source is opened.
 """
 from .brgen import BRGen, BRGenWarning
-from .opensdid import BadSampleError, OpenSDID, OpenSDIDWarning, OPENSDID_SPLITS
+from .opensdid import BadSampleError, ImageDataError, OpenSDID, OpenSDIDWarning, OPENSDID_SPLITS, SourceError
 
-__all__ = ["OpenSDID", "BRGen", "BadSampleError", "OpenSDIDWarning", "BRGenWarning", "OPENSDID_SPLITS"]
+__all__ = ["OpenSDID", "BRGen", "BadSampleError", "ImageDataError", "OpenSDIDWarning", "BRGenWarning",
+           "OPENSDID_SPLITS", "SourceError"]

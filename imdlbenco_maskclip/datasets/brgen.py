@@ -40,7 +40,7 @@ from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
 from .brgen_names import FAKE_NAME, METHODS, SOURCES, SUBSETS, in_subset, parse_name
-from .opensdid import _IMAGE_EXTS, OpenSDID, OpenSDIDWarning, _visible_files
+from .opensdid import _IMAGE_EXTS, OpenSDID, OpenSDIDWarning, SourceError, _visible_files
 
 BRGEN_SAMPLE = "sample:brgen"
 
@@ -134,31 +134,30 @@ class BRGen(OpenSDID):
                  balance: int = 1,
                  seed: int = 0):
         if int(balance) not in (0, 1):
-            raise ValueError(f"balance must be 1 (as many generated images as real ones, drawn at random) "
-                             f"or 0 (every image), got {balance!r}")
+            raise SourceError(f"balance must be 1 (as many generated images as real ones, drawn at random) "
+                              f"or 0 (every image), got {balance!r}")
         self.balance, self.seed, self.drawn = int(balance), int(seed), None
         super().__init__(path, is_padding=is_padding, is_resizing=is_resizing, output_size=output_size,
                          common_transforms=common_transforms, edge_width=edge_width, img_loader=img_loader,
-                         post_funcs=post_funcs,
-                         split=split, on_bad_sample=on_bad_sample)
+                         post_funcs=post_funcs, split=split, on_bad_sample=on_bad_sample)
 
     def _open_store(self, source, subset):
         subset = (subset or self.DEFAULT_SPLIT).lower()
         if subset not in SUBSETS:
-            raise ValueError(f"unknown BR-Gen subset {subset!r}; choose one of {list(SUBSETS)} "
-                             f"(a method, a mask type or a family)")
+            raise SourceError(f"unknown BR-Gen subset {subset!r}; choose one of {list(SUBSETS)} "
+                              f"(a method, a mask type or a family)")
         if source == BRGEN_SAMPLE:
             from .brgen_sample import ensure_brgen_sample
             root, where = ensure_brgen_sample(), source
         else:
             root = where = Path(source).expanduser()
             if not root.is_dir():
-                raise FileNotFoundError(f"BR-Gen folder {source!r} does not exist; give the folder that holds "
-                                        f"Tp/ and Gt/ (and Au/), or {BRGEN_SAMPLE}")
+                raise SourceError(f"BR-Gen folder {source!r} does not exist; give the folder that holds "
+                                  f"Tp/ and Gt/ (and Au/), or {BRGEN_SAMPLE}")
             where = str(root)
         if not (root / "Tp").is_dir():
-            raise FileNotFoundError(f"{where} has no Tp/ folder, so it is not in BR-Gen's layout "
-                                    f"(Tp/{FAKE_NAME}.<ext>, Gt/<stem>_mask.png, Au/<Source>_<id>.<ext>)")
+            raise SourceError(f"{where} has no Tp/ folder, so it is not in BR-Gen's layout "
+                              f"(Tp/{FAKE_NAME}.<ext>, Gt/<stem>_mask.png, Au/<Source>_<id>.<ext>)")
         rows = _BRGenRows(root, subset)
         if not rows.has_real_folder:
             warnings.warn(f"{where}: no Au/ folder, so no real images: real recall and AUC are n/a and image F1 "

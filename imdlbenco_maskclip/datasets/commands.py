@@ -41,7 +41,7 @@ def _open(args):
     """The OpenSDID split or BR-Gen set ``args`` name (``--dataset``); a source, split or sample
     that cannot be used is a user error."""
     from .brgen import BRGen
-    from .opensdid import OpenSDID
+    from .opensdid import OpenSDID, SourceError
     if args.dataset == "BRGen":
         if args.subset != "all":
             raise UserError(f"--subset {args.subset} is OpenSDID's", hint="BR-Gen subsets: --split or '<folder>#<subset>'")
@@ -51,8 +51,8 @@ def _open(args):
     try:
         # BenCo insists on a resize or pad transform; export and preview read raw rows and never use it.
         return dataset(args.source, is_resizing=True, split=args.split, on_bad_sample=args.on_bad_sample, **options)
-    except (OSError, ValueError, RuntimeError) as exc:  # a bad source or split (the datasets' own errors)
-        raise UserError(f"{args.source}: {exc}") from exc
+    except SourceError as exc:
+        raise UserError(f"{args.source}: {exc}", hint=exc.hint) from exc
 
 
 def export(args):

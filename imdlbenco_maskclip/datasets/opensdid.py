@@ -64,7 +64,7 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
-from ..errors import UserError
+from ..errors import DataError
 from .mask_area import MaskAreaMixin
 
 OPENSDID_SPLITS = ("sd15", "sd2", "sdxl", "sd3", "flux")
@@ -76,7 +76,15 @@ _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}\.parquet$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class BadSampleError(UserError):
+class SourceError(DataError):
+    """An OpenSDID source, split, column or argument that cannot be used as given."""
+
+
+class ImageDataError(DataError):
+    """Bytes that are no usable image; :class:`BadSampleError` adds the row's key."""
+
+
+class BadSampleError(DataError):
     """One row of an OpenSDID source (or a BR-Gen folder) that cannot be used; ``key`` names it.
 
     A DataLoader worker's error reaches the main process rebuilt from its traceback text,
@@ -110,7 +118,7 @@ def to_rgb_uint8(img):
         arr = (np.clip(arr, 0, 65535) + 128) // 257
         return np.repeat(arr.astype(np.uint8)[:, :, None], 3, axis=2)
     if mode == "F":
-        raise ValueError("32-bit float pixels have no agreed range; store 8- or 16-bit images")
+        raise ImageDataError("32-bit float pixels have no agreed range; store 8- or 16-bit images")
     if mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8).copy()
@@ -121,8 +129,8 @@ def _open_image(data, what):
         img = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
         img.load()
     except Exception as exc:  # PIL raises several unrelated types for broken files
-        raise ValueError(f"{what} does not decode ({type(exc).__name__}: {exc}); "
-                         f"re-encode it or remove the row") from exc
+        raise ImageDataError(f"{what} does not decode ({type(exc).__name__}: {exc}); "
+                             f"re-encode it or remove the row") from exc
     return img
 
 
@@ -144,7 +152,7 @@ class _ArrowRows:
     def __init__(self, hf_dataset, where):
         missing = [c for c in OPENSDID_COLUMNS if c not in hf_dataset.column_names]
         if missing:
-            raise ValueError(
+            raise SourceError(
                 f"{where} lacks the OpenSDID column(s) {missing}; found {hf_dataset.column_names}. "
                 f"OpenSDID rows need key (string), image (Image), mask (Image or empty), label (0 real / 1 fake)")
         self._ds = hf_dataset.with_format("arrow")
@@ -175,8 +183,8 @@ def _labels_to_int(column, where):
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         names = {"real": 0, "fake": 1}
         return np.array([names.get(v, -1) for v in column.to_pylist()], dtype=np.int64)
-    raise ValueError(f"{where}: column 'label' has type {column.type}; expected integers 0/1 "
-                     f"or the strings 'real'/'fake'")
+    raise SourceError(f"{where}: column 'label' has type {column.type}; expected integers 0/1 "
+                      f"or the strings 'real'/'fake'")
 
 
 def _has_image_data(column):
@@ -256,14 +264,15 @@ def parse_source(path):
 def choose_split(available, requested, where):
     available = sorted(available)
     if not available:
-        raise ValueError(f"{where} holds no OpenSDID split")
+        raise SourceError(f"{where} holds no OpenSDID split")
     if requested is None:
         if len(available) == 1:
             return available[0]
-        raise ValueError(f"{where} has several splits {available}; choose one with split=... (commands: --split, --train_split or --test_splits) "
-                         f"or '<source>#<split>' (OpenSDID splits: {list(OPENSDID_SPLITS)})")
+        raise SourceError(f"{where} has several splits {available}; choose one with split=... (commands: --split, "
+                          f"--train_split or --test_splits) or '<source>#<split>' (OpenSDID splits: "
+                          f"{list(OPENSDID_SPLITS)})")
     if requested not in available:
-        raise ValueError(f"unknown split {requested!r} for {where}; valid splits here: {available}")
+        raise SourceError(f"unknown split {requested!r} for {where}; valid splits here: {available}")
     return requested
 
 
@@ -292,7 +301,13 @@ def group_parquet_files(relpaths):
 
 def _load_parquet(files, arrow_cache_dir=None):
     import datasets
-    return datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=arrow_cache_dir)
+    import pyarrow as pa
+    from datasets.exceptions import DatasetGenerationError
+    try:
+        return datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=arrow_cache_dir)
+    except (pa.ArrowException, DatasetGenerationError) as exc:  # a file that is no readable parquet
+        raise SourceError(f"{', '.join(map(str, files))}: not readable as parquet ({exc})",
+                          hint="re-download or re-write the file") from exc
 
 
 def _hub_split_files(repo_id, split):
@@ -304,17 +319,17 @@ def _hub_split_files(repo_id, split):
            f"a local directory of its parquet files as the path")
     try:
         remote = HfApi().list_repo_files(repo_id, repo_type="dataset")
-    except HfHubHTTPError:
-        raise  # the hub answered (unknown or gated repo ...): its message says what is wrong
+    except HfHubHTTPError as exc:  # the hub answered (unknown or gated repo ...): its message says what is wrong
+        raise SourceError(f"hub dataset {repo_id!r}: {exc}") from exc
     except Exception as exc:  # offline mode or no network: fall back to the local hub cache
         try:
             snapshot = Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
         except LocalEntryNotFoundError:
-            raise RuntimeError(f"the hub is unreachable ({type(exc).__name__}) and nothing of the dataset "
-                               f"{repo_id!r} is in the local hub cache; {how}") from None
+            raise SourceError(f"the hub is unreachable ({type(exc).__name__}) and nothing of the dataset "
+                              f"{repo_id!r} is in the local hub cache; {how}") from None
         groups = group_parquet_files(str(p.relative_to(snapshot)) for p in snapshot.rglob("*.parquet"))
         if not groups:
-            raise RuntimeError(f"the local hub cache of {repo_id!r} holds no parquet file; {how}")
+            raise SourceError(f"the local hub cache of {repo_id!r} holds no parquet file; {how}")
         chosen = choose_split(groups, split, f"{repo_id} (offline: splits found in the local hub cache)")
         return chosen, [snapshot / rel for rel in groups[chosen]]
     groups = group_parquet_files(f for f in remote if f.endswith(".parquet"))
@@ -337,13 +352,13 @@ def open_rows(source, split):
         chosen = choose_split([parquet_split_of(p.name)], split, str(p))
         return _ArrowRows(_load_parquet([p]), str(p)), chosen, str(p)
     if p.exists():
-        raise ValueError(f"{source!r} is neither a directory nor a parquet file; see the OpenSDID "
-                         f"docstring for the supported sources")
+        raise SourceError(f"{source!r} is neither a directory nor a parquet file; see the OpenSDID "
+                          f"docstring for the supported sources")
     if _HUB_ID_RE.match(source):
         chosen, files = _hub_split_files(source, split)
         return _ArrowRows(_load_parquet(files), f"{source}#{chosen}"), chosen, source
-    raise FileNotFoundError(f"OpenSDID source {source!r} is not a local path, not a hub id "
-                            f"('owner/name') and not one of {list(SAMPLE_SOURCES)}")
+    raise SourceError(f"OpenSDID source {source!r} is not a local path, not a hub id "
+                      f"('owner/name') and not one of {list(SAMPLE_SOURCES)}")
 
 
 def _open_local_dir(root, split, where, arrow_cache_dir):
@@ -369,8 +384,8 @@ def _open_local_dir(root, split, where, arrow_cache_dir):
     if folders:
         chosen = choose_split(folders, split, where)
         return chosen, _FolderRows(root / chosen, chosen)
-    raise ValueError(f"{where} is not an OpenSDID source: no parquet files, no save_to_disk files "
-                     f"and no <split>/real or <split>/fake folders")
+    raise SourceError(f"{where} is not an OpenSDID source: no parquet files, no save_to_disk files "
+                      f"and no <split>/real or <split>/fake folders")
 
 
 # ---------------------------------------------------------------------------
@@ -397,9 +412,9 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
                  subset="all",
                  on_bad_sample="error"):
         if subset not in ("all", "pixel"):
-            raise ValueError(f"subset must be 'all' or 'pixel' (partial fakes only), got {subset!r}")
+            raise SourceError(f"subset must be 'all' or 'pixel' (partial fakes only), got {subset!r}")
         if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+            raise SourceError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         self._split_arg = split
         self.subset = subset
         self.on_bad_sample = on_bad_sample
@@ -413,8 +428,8 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
     def _init_dataset_path(self, path):
         source, split_in_path = parse_source(path)
         if self._split_arg is not None and split_in_path is not None and self._split_arg != split_in_path:
-            raise ValueError(f"conflicting splits: split={self._split_arg!r} but the path {path!r} selects "
-                             f"{split_in_path!r}; give the split once")
+            raise SourceError(f"conflicting splits: split={self._split_arg!r} but the path {path!r} selects "
+                              f"{split_in_path!r}; give the split once")
         self._store, self.split, self.source = self._open_store(source, self._split_arg or split_in_path)
         self.entry_path = f"{self.source}#{self.split}"
         self._all_names = self._unique_names(self._store.keys)
@@ -454,7 +469,7 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
             # tp_path / gt_path are built once per index by _paths(), in step with _rows.
             return self._with_mask_area((tp_img, gt_img, label, shape, shape, self.tp_path[position],
                                          self.gt_path[position]))
-        raise RuntimeError(f"{self.entry_path}: every sample is bad; {self.report()}")
+        raise SourceError(f"{self.entry_path}: every sample is bad; {self.report()}")
 
     # -- public API ----------------------------------------------------------
 
@@ -467,7 +482,7 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
         label = int(self._store.labels[row])
         try:
             tp = to_rgb_uint8(_open_image(self._read_cell(row, "image"), "the image"))
-        except ValueError as exc:
+        except ImageDataError as exc:
             raise BadSampleError(key, str(exc)) from None
         h, w = tp.shape[:2]
         if label == 0:
@@ -477,7 +492,7 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
         try:
             mask_img = _open_image(self._read_cell(row, "mask"), "the mask")
             gt = to_rgb_uint8(mask_img)
-        except ValueError as exc:
+        except ImageDataError as exc:
             raise BadSampleError(key, str(exc)) from None
         if gt.shape[:2] != (h, w):
             raise BadSampleError(key, f"mask is {gt.shape[1]}x{gt.shape[0]} but the image is {w}x{h}; "
@@ -578,7 +593,7 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
     def _read_cell(self, row, column):
         data = self._store.fetch(row, column)
         if data is None:
-            raise ValueError(f"the {column} cell is empty")
+            raise ImageDataError(f"the {column} cell is empty")
         return data
 
     def _check_headers(self, row):

@@ -1,46 +1,36 @@
-"""Checkpoints: finding, reading, loading, the best one, pruning and resuming.
+"""Checkpoints: finding, reading, rebuilding their model, the best one, pruning and resuming.
 
 Formats read: BenCo's ``misc.save_model`` dict (``model``, ``optimizer``, ``epoch``,
 ``scaler``, ``args``), which ``train`` writes, and a bare state dict. ``args`` holds the
 training flags; ``args.model_args`` the model's own, so a checkpoint says how to rebuild
-its model. A MaskCLIP checkpoint of the authors' ``train.py`` (the same dict around their
-state dict, no ``model_args``) is rebuilt from its tensor shapes by ``MaskCLIP.from_state_dict``.
+its model. A state dict of another codebase (the authors' MaskCLIP ``train.py``) is rebuilt
+by the format its model registered in ``model_zoo.checkpoint_formats``.
 :func:`save` writes with BenCo's ``misc.save_model``; ``checkpoint-best.pth`` is a copy replaced
 by rename.
 
-``test``, ``test-robust`` and ``predict`` build their model with :func:`model_from_checkpoint`;
-their flag parsing reads the saved flags with ``read(path, tensors=False)``, which maps the tensors
-without reading them.
+``test``, ``test-robust`` and ``predict`` read their checkpoint once (:func:`open_checkpoint`):
+their flags take its training flags (:meth:`Checkpoint.training_flags`), and
+:func:`models.model_from_checkpoint` builds the model from the same read (``models.rebuild``,
+the one rebuild path, which ``MaskCLIP.from_checkpoint`` shares).
 """
-import argparse
 import json
 import math
 import os
 import pickle
 import re
 import shutil
-import zipfile
 
 import torch
 
 import IMDLBenCo.training_scripts.utils.misc as misc
 
-from ..errors import UserError
-from ..model_zoo.maskclip import MaskCLIP, is_authors_state_dict
-from .models import build_model, without_weight_sources
+from ..compat import allow_saved_flags
+from ..errors import CheckpointError, UserError
+from ..model_zoo.checkpoint_formats import find as find_foreign_format
 
 BEST_NAME = "checkpoint-best.pth"
 BEST_JSON = "best.json"
 _NUMBERED_RE = re.compile(r"^checkpoint-(\d+)\.pth$")
-# What misc.save_model pickles besides tensors: the argparse flags.
-SAFE_GLOBALS = [argparse.Namespace]
-
-
-def allow_saved_flags():
-    """Let ``torch.load`` with ``weights_only`` (BenCo's ``misc.load_model`` too) read ``args``."""
-    torch.serialization.add_safe_globals(SAFE_GLOBALS)
-
-
 def numbered(directory):
     """The checkpoint-<n>.pth files in ``directory``, by increasing n."""
     found = [(int(m.group(1)), name) for name in os.listdir(directory)
@@ -69,18 +59,14 @@ def resolve(path, flag="--checkpoint_path"):
     return path
 
 
-def read(path, flag="--checkpoint_path", tensors=True):
+def read(path, flag="--checkpoint_path"):
     """A checkpoint dict (or a bare state dict), on the CPU.
 
     Weights are read whole, not memory-mapped: training replaces checkpoint-best.pth while a
     test of the same folder may be reading it, and mapped tensors would follow the file.
-    ``tensors=False`` maps them and never reads them, for the saved flags only (zip
-    checkpoints; torch < 1.6 files are read whole).
     """
     allow_saved_flags()
     try:
-        if not tensors and zipfile.is_zipfile(path):
-            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         # torch's weights_only message suggests weights_only=False; the part that says what
@@ -91,29 +77,85 @@ def read(path, flag="--checkpoint_path", tensors=True):
         else:
             reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
         if "Unsupported global" in reason:
-            raise UserError(f"{flag} {path}: it holds Python objects that torch does not load without running "
-                            f"their code ({reason[:300]})",
-                            hint="load it yourself if you trust it and save {'model': state_dict}") from None
-        raise UserError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {reason[:300]})",
-                        hint="is it cut short (an interrupted save or copy), or another kind of file? Give a "
-                             "checkpoint-<epoch>.pth written by `benco-maskclip train`") from None
+            raise CheckpointError(f"{flag} {path}: it holds Python objects that torch does not load without "
+                                  f"running their code ({reason[:300]})",
+                                  hint="load it yourself if you trust it and save {'model': state_dict}") from None
+        raise CheckpointError(f"{flag} {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{reason[:300]})",
+                              hint="is it cut short (an interrupted save or copy), or another kind of file? Give a "
+                                   "checkpoint-<epoch>.pth written by `benco-maskclip train`") from None
 
 
-def saved_flags(checkpoint):
-    """The training flags a checkpoint saved (``args``), or None for a bare state dict."""
-    return checkpoint.get("args") if isinstance(checkpoint, dict) else None
+class Checkpoint:
+    """A checkpoint file as read: BenCo's ``misc.save_model`` dict or a bare state dict."""
+
+    def __init__(self, path, contents):
+        self.path, self.contents = path, contents
+        is_dict = isinstance(contents, dict)
+        self.state_dict = contents.get("model", contents) if is_dict else contents
+        self.flags = contents.get("args") if is_dict else None  # the training flags, if saved
+        self.epoch = contents.get("epoch") if is_dict else None
+        self.foreign = find_foreign_format(self.state_dict)
+
+    def describes_its_model(self):
+        """Whether it says how to rebuild its model: ``train`` saves the model flags, a foreign
+        format (``model_zoo.checkpoint_formats``) has them in its tensors."""
+        return hasattr(self.flags, "model_args") or self.foreign is not None
+
+    def training_flags(self):
+        """-> (main flags, model flags) it was trained with: ``--model`` and the model's input
+        (``--image_size``, resize or pad, edge mask), and the model's own flags. A foreign
+        format names its model; a bare state dict says nothing."""
+        main = {"model": self.foreign.model} if self.foreign is not None else {}
+        if self.flags is None:
+            return main, {}
+        main.update({k: getattr(self.flags, k) for k in ("model", "image_size", "edge_mask_width")
+                     if hasattr(self.flags, k)})
+        main.update({k: bool(getattr(self.flags, k, False)) for k in ("if_padding", "if_resizing")})
+        return main, dict(getattr(self.flags, "model_args", None) or {})
 
 
-def describes_its_model(checkpoint):
-    """Whether a checkpoint (``read``'s result) says how to rebuild its model: our ``train`` saves
-    the model flags, an authors' MaskCLIP checkpoint has its tensor shapes."""
-    if not isinstance(checkpoint, dict):
-        return False
-    return hasattr(saved_flags(checkpoint), "model_args") or is_authors_state_dict(checkpoint.get("model", {}))
+# The file the command's flags were read from, kept until its model is built, so that one
+# ``test`` / ``test-robust`` / ``predict`` reads its checkpoint once.
+_opened = {}
 
 
-def _weights_do_not_fit(path, checkpoint, args, flag, exc):
-    saved = saved_flags(checkpoint)
+def _identity(path):
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_mtime_ns, stat.st_size
+
+
+def open_checkpoint(path, flag="--checkpoint_path"):
+    """``resolve`` and ``read`` -> a :class:`Checkpoint`. The same unchanged file opened again
+    (the command's model after its flags) is not read again."""
+    path = resolve(path, flag)
+    key = _identity(path)
+    if key not in _opened:
+        _opened.clear()
+        _opened[key] = Checkpoint(path, read(path, flag))
+    return _opened[key]
+
+
+def close(checkpoint):
+    """Forget a checkpoint ``open_checkpoint`` keeps, once its model is built."""
+    _opened.pop(_identity(checkpoint.path), None)
+
+
+def load_strictly(model, state_dict):
+    """``load_state_dict(strict=True)`` whose error names the keys that do not fit, grouped."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshapen = sorted(key for key in set(own) & set(state_dict) if own[key].shape != state_dict[key].shape)
+    if missing or unexpected or misshapen:
+        parts = [f"{what} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("of another shape", misshapen)) if keys]
+        raise CheckpointError("checkpoint keys do not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state_dict)
+
+
+def weights_do_not_fit(path, saved, args, flag, exc):
     hint = "pass the model flags it was trained with"
     if saved is not None:
         trained = getattr(saved, "model_args", {})
@@ -123,55 +165,8 @@ def _weights_do_not_fit(path, checkpoint, args, flag, exc):
         hint = (f"it was trained with --model {saved.model} {shown}".rstrip()
                 + ("; pass the same model flags" if not differing else
                    f" (this run has {' '.join(f'--{k} {ours[k]}' for k in differing)})"))
-    return UserError(f"{flag} {path}: its weights do not fit --model {args.model} with these flags\n"
-                     f"{str(exc)[:2000]}", hint=hint)
-
-
-def load_weights(model, checkpoint, path, args, flag="--checkpoint_path"):
-    """Load a checkpoint's weights (``read(path)``'s result) into ``model`` -> its epoch or None."""
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise _weights_do_not_fit(path, checkpoint, args, flag, exc) from None
-    return checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
-
-
-def model_from_checkpoint(path, args, model_args):
-    """The model of ``args.model`` with ``model_args``, every weight from the checkpoint file
-    ``path`` (weight sources switched off, so nothing is downloaded) -> (model on the CPU,
-    the checkpoint's epoch or None). The one loader of ``test``, ``test-robust`` and ``predict``."""
-    checkpoint = read(path)
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
-    if args.model == "MaskCLIP" and is_authors_state_dict(state):
-        model = _authors_maskclip(path, checkpoint, model_args)
-        epoch = checkpoint.get("epoch")
-    else:
-        flags, note = without_weight_sources(args.model, model_args)
-        print(f"[checkpoint] {args.model}: {note}")
-        model = build_model(args, flags, checkpoint=path)
-        epoch = load_weights(model, checkpoint, path, args)
-    print(f"[checkpoint] loaded {path}" + (f" (epoch {epoch})" if epoch is not None else ""))
-    return model, epoch
-
-
-# What an authors' checkpoint says itself: its tensors give the CLIP and the image size, and it
-# holds every weight.
-AUTHORS_FILE_FLAGS = ("model_setting", "image_size", "clip_pretrained", "pixel_pretrained")
-
-
-def _authors_maskclip(path, checkpoint, model_args):
-    flags = {k: v for k, v in vars(model_args).items() if k not in AUTHORS_FILE_FLAGS}
-    print("[checkpoint] MaskCLIP: a checkpoint of the authors' train.py; CLIP and image size from its "
-          "tensors, all weights from it, nothing downloaded"
-          + (f", CLIP layers --clip_layers {flags['clip_layers']}" if flags.get("clip_layers") else ""))
-    try:
-        return MaskCLIP.from_state_dict(checkpoint, **flags)
-    except (ValueError, UserError) as exc:
-        hint = ("the tapped CLIP layers cannot be read from the tensors: pass the --clip_layers it was trained "
-                "with (their ViTL setting taps 2,4,8,12,16,20,23)" if "--clip_layers" in str(exc) else
-                "give the file their train.py wrote, as it wrote it")
-        raise UserError(f"--checkpoint_path {path}: {exc}", hint=hint) from None
+    return CheckpointError(f"{flag} {path}: its weights do not fit --model {args.model} with these flags\n"
+                           f"{str(exc)[:2000]}", hint=hint)
 
 
 def save(args, epoch, model, model_without_ddp, optimizer, loss_scaler):
@@ -201,9 +196,8 @@ def resume(args, model_without_ddp, optimizer, loss_scaler):
         misc.load_model(args=args, model_without_ddp=model_without_ddp, optimizer=optimizer, loss_scaler=loss_scaler)
     except (RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         # BenCo says nothing of what is wrong with the file; read() raises for one it cannot read.
-        checkpoint = read(args.resume, "--resume")
+        saved = Checkpoint(args.resume, read(args.resume, "--resume")).flags
         if "parameter group" in str(exc):
-            saved = saved_flags(checkpoint)
             raise UserError(f"--resume {args.resume}: its optimizer state does not fit this run's parameter "
                             f"groups ({exc})",
                             hint="resume with the flags it was trained with"
@@ -211,7 +205,7 @@ def resume(args, model_without_ddp, optimizer, loss_scaler):
                                     if hasattr(saved, "optimizer") else "")) from None
         if "state_dict" not in str(exc):
             raise
-        raise _weights_do_not_fit(args.resume, checkpoint, args, "--resume", exc) from None
+        raise weights_do_not_fit(args.resume, saved, args, "--resume", exc) from None
 
 
 class Best:

@@ -16,7 +16,7 @@ import os
 
 from .. import published
 from ..errors import UserError
-from ..flags import METRIC_KEYS
+from .evaluators import METRIC_KEYS
 from . import reporting
 from .brgen_protocol import AREA_BINS, PROTOCOL_KEYS, TABLE_2_3_COLUMNS, area_key
 

@@ -24,8 +24,8 @@ from IMDLBenCo.datasets import BalancedDataset, JsonDataset
 from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
 from ..datasets.mask_area import WITH_AREA
-from ..datasets.opensdid import parse_source
-from ..errors import UserError
+from ..datasets.opensdid import BadSampleError, parse_source
+from ..errors import DataError, UserError
 
 
 def post_function(model_name):
@@ -156,12 +156,16 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
             raise UserError(f"--on_bad_sample skip: --dataset {args.dataset} cannot skip bad samples "
                             f"(its constructor takes no on_bad_sample)")
         _check_takes_benco_arguments(cls, path, kwargs, f"--dataset {args.dataset}")
-    # The errors a bad source or split raises: missing files, unknown splits, bad data
-    # (OpenSDID's are ValueErrors). Others are bugs and keep their traceback.
+        if cls.__module__.startswith("IMDLBenCo.") and not os.path.exists(path):
+            raise UserError(f"{flag} {path!r}: no such file or folder (--dataset {args.dataset})")
+    # A dataset names a bad source or split with a DataError (a bad sample with its own
+    # BadSampleError, which says the key); anything else is a bug and keeps its traceback.
     try:
         return WITH_AREA.get(cls, cls)(path, **kwargs)  # BenCo's own classes, with samples' mask_area
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise UserError(f"{flag} {path!r}: {exc}") from exc
+    except BadSampleError:
+        raise
+    except DataError as exc:
+        raise UserError(f"{flag} {path!r}: {exc}", hint=exc.hint) from exc
 
 
 def open_train_dataset(args):

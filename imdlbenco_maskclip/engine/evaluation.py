@@ -7,19 +7,22 @@ and per set ``<log_dir>/<set>/`` with its own TensorBoard log and ``log.txt`` (B
 """
 import os
 
+import torch
+from torch.utils.data import default_collate
 from torch.utils.tensorboard import SummaryWriter
 
 import IMDLBenCo.training_scripts.utils.misc as misc
+from IMDLBenCo.datasets.utils import denormalize
 
 from .. import figures
-from . import checkpoints, data, reporting, runtime
+from . import data, models, reporting, runtime
 from .evaluators import build_evaluators, evaluate, image_score_source, partial_fake_indices
 
 
 def load_model(args, model_args, device):
     """The model of ``--checkpoint_path`` (resolved by the flags), on ``device`` -> (model, epoch or None).
     No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce."""
-    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
     return model.to(device), epoch
 
 
@@ -33,13 +36,39 @@ def write_logs(args, results, epoch, writers):
                                {**reporting.flat_stats(results, reporting.average(results)), "epoch": epoch})
 
 
+@torch.no_grad()
+def gallery_rows(dataset, indices, model, device):
+    """The model on the samples ``indices`` of ``dataset`` as one batch -> per sample a dict of
+    ``image`` [H, W, 3] in 0..1, ``prob`` P(manipulated) and ``truth`` (bool) [H, W], all without
+    padding, and a ``caption`` (its name, and P(fake) when the model gives one)."""
+    samples = [dataset[i] for i in indices]
+    batch = {key: value.to(device) if torch.is_tensor(value) else value
+             for key, value in default_collate(samples).items()}
+    model.eval()
+    output = model(**batch)  # the whole BenCo batch: some models need edge_mask or shape_mask
+    probs = output["pred_mask"][:, 0].float().cpu().numpy()
+    images = denormalize(batch["image"].cpu()).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    truths = batch["mask"][:, 0].cpu().numpy() > 0.5
+    fakes = models.fake_probabilities(output)
+    rows = []
+    for i, (sample, image, prob, truth) in enumerate(zip(samples, images, probs, truths)):
+        height, width = (int(v) for v in sample["shape"])
+        caption = str(sample.get("name", indices[i]))[:40]
+        if fakes is not None:
+            caption += f"\nP(fake) {float(fakes[i]):.3f}"
+        rows.append({"image": image[:height, :width], "prob": prob[:height, :width],
+                     "truth": truth[:height, :width], "caption": caption})
+    return rows
+
+
 def draw_galleries(args, loaders, model, device, method):
     drawn = []
     for name, loader in loaders.items():
         indices = partial_fake_indices(loader.dataset, args.gallery_size)
         if indices:
             drawn.append(figures.write_mask_gallery(os.path.join(args.output_dir, "masks", f"{name}.png"),
-                                                    loader.dataset, indices, model, device, f"{method} on {name}"))
+                                                    gallery_rows(loader.dataset, indices, model, device),
+                                                    f"{method} on {name}"))
     if drawn:
         print(f"[test] predicted masks: {', '.join(drawn)}")
 
@@ -56,7 +85,8 @@ def run(args, model_args):
         os.makedirs(args.output_dir, exist_ok=True)
         writers = {name: SummaryWriter(log_dir=os.path.join(args.log_dir, name)) for name in loaders}
     evaluators = build_evaluators(args.image_score_from_mask)
-    results = evaluate(model, loaders, evaluators, device, epoch, args, writers, is_test=True)
+    results = evaluate(model, loaders, evaluators, device, epoch, args, writers, is_test=True,
+                       **reporting.test_printers(args))
     if main:
         write_logs(args, results, epoch, writers)
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,

@@ -36,8 +36,14 @@ from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, Ima
 from IMDLBenCo.training_scripts.tester import test_one_epoch
 
 from ..compat import collective_device
-from . import reporting
 from .brgen_protocol import protocol_figures
+from .models import fake_probabilities
+
+METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
+# --image_score_from_mask: how a model without image-level output (CAT-Net, IML-ViT) gets
+# image scores P(fake); the paper gives such models image numbers without saying how.
+IMAGE_SCORE_RULES = {"none": "none: its image metrics are n/a",
+                     "max": "the maximum over the image of its predicted mask P(manipulated)"}
 
 
 def partial_rows(mask, label, shape_mask=None):
@@ -158,7 +164,7 @@ def image_scores(predict, predict_label, shape_mask, rule):
     """[B] P(fake) per image: the model's ``pred_label``, else with ``rule="max"``
     :func:`image_score_from_mask`; None when the model gives no image score."""
     if predict_label is not None:
-        return predict_label.reshape(-1)
+        return fake_probabilities({"pred_label": predict_label})
     if rule == "max" and predict is not None:
         return image_score_from_mask(predict, shape_mask)
     return None
@@ -170,7 +176,7 @@ class ImageMetricIfPredicted(AbstractEvaluator):
 
     Every rank runs the same model, so all of them skip or all feed: the evaluator's
     collectives stay matched. ``source`` says where the scores came from: "pred_label",
-    the rule (``flags.IMAGE_SCORE_RULES``), or None.
+    the rule (``IMAGE_SCORE_RULES``), or None.
     """
 
     def __init__(self, inner, key, rule="none"):
@@ -276,14 +282,14 @@ class ImageRecords(AbstractEvaluator):
 
 def image_score_source(evaluators):
     """Where the image metrics of the last pass came from: "pred_label", a key of
-    ``flags.IMAGE_SCORE_RULES``, or None (not scored)."""
+    ``IMAGE_SCORE_RULES``, or None (not scored)."""
     return next((ev.source for ev in evaluators if isinstance(ev, ImageMetricIfPredicted)), None)
 
 
 def build_evaluators(image_score_rule="none"):
     """The protocol's evaluators; build them after the process group exists (BenCo reads
     the world size in the image evaluators' constructors). ``image_score_rule``: a key of
-    ``flags.IMAGE_SCORE_RULES``, for models without ``pred_label``."""
+    ``IMAGE_SCORE_RULES``, for models without ``pred_label``."""
     return [
         PartialFakePixelMetric(PixelF1(threshold=0.5, mode="origin"), "pixel_f1"),
         PartialFakePixelMetric(PixelIOU(threshold=0.5, mode="origin"), "pixel_iou"),
@@ -296,16 +302,19 @@ def build_evaluators(image_score_rule="none"):
     ]
 
 
-def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True):
-    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}; progress
-    and results are printed by ``reporting``.
+def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, is_test=True, announce=None,
+             report=None):
+    """Run BenCo's ``test_one_epoch`` on each loader -> {name: {metric key: value}}.
 
     ``log_writers``: {name: SummaryWriter} (one per set, so no set's logs land in
     another's) or a single writer shared by all sets (BenCo tags carry the set name).
+    ``announce(name, loader)`` is called before each set's pass and ``report(name, metrics,
+    dataset)`` after it: the commands pass ``reporting``'s printers.
     """
     results = {}
     for name, loader in loaders.items():
-        reporting.print_test_plan(name, loader, args)
+        if announce is not None:
+            announce(name, loader)
         writer = log_writers.get(name) if isinstance(log_writers, dict) else log_writers
         stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
                                name=name, log_writer=writer, print_freq=args.print_freq, args=args,
@@ -315,6 +324,7 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
         metrics["n_partial"] = int(round(metrics["n_partial"]))
         for ev in evaluators:
             metrics.update(getattr(ev, "figures", None) or {})
-        reporting.print_test_results(name, metrics, loader.dataset, args)
+        if report is not None:
+            report(name, metrics, loader.dataset)
         results[name] = metrics
     return results

@@ -10,7 +10,6 @@ flag, checked before the model is built.
 """
 import inspect
 import os
-import pickle
 import tempfile
 import types
 
@@ -20,7 +19,8 @@ import yaml
 import IMDLBenCo
 from IMDLBenCo.registry import MODELS
 
-from ..errors import UserError
+from ..errors import CheckpointError, FlagValueError, UserError
+from . import checkpoints
 
 BENCO_CONFIGS = os.path.join(os.path.dirname(IMDLBenCo.__file__), "statics", "model_zoo", "configs")
 # Model flags whose BenCo default (None) fails in the constructor: BenCo's packaged files.
@@ -158,26 +158,21 @@ def _cat_net_config(args, flags):
 
 def trufor_phase2_weights(path):
     """TruFor's phase 3 reads a plain state dict; ``train`` writes BenCo's checkpoint dict
-    (``model``, ``optimizer``, ``args`` ...). -> the state dict in ``path``. Its saved flags
-    load because every command starts with ``compat.apply_patches``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as exc:
-        raise UserError(f"--det_resume_ckpt {path}: not a readable PyTorch checkpoint ({type(exc).__name__})",
-                        hint="give phase 2's checkpoint-best.pth") from None
-    return checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
+    (``model``, ``optimizer``, ``args`` ...). -> the state dict in ``path``."""
+    return checkpoints.Checkpoint(path, checkpoints.read(path, "--det_resume_ckpt")).state_dict
 
 
 def _trufor(model, flags, folder, checkpoint):
     """TruFor with phase 2's checkpoint read as it is. Built from a ``checkpoint`` (every
     weight from it; its constructor must read some file), it is built as phase 3 from that
-    checkpoint and then given its own phase back: the phase decides only its loss and which
-    parameters train."""
+    checkpoint's weights and then given its own phase back: the phase decides only its loss
+    and which parameters train."""
     phase = int(flags.get("phase", 2))
+    plain = os.path.join(folder, "phase2_state_dict.pth")
     if checkpoint is not None:
-        flags.update(phase=3, det_resume_ckpt=checkpoint)
-    if int(flags["phase"]) == 3:
-        plain = os.path.join(folder, "phase2_state_dict.pth")
+        flags.update(phase=3, det_resume_ckpt=plain)
+        torch.save(checkpoint.state_dict, plain)
+    elif int(flags["phase"]) == 3:
         torch.save(trufor_phase2_weights(flags["det_resume_ckpt"]), plain)
         flags["det_resume_ckpt"] = plain
     built = model(**flags)
@@ -189,7 +184,7 @@ def build_model(args, model_args, checkpoint=None):
     """The model from MODELS, given arguments the way BenCo's scripts combine them: main
     flags of the same name (e.g. image_size) first, then the model's own flags.
 
-    ``checkpoint``: the file every weight will be loaded from (``model_from_checkpoint``,
+    ``checkpoint``: the ``checkpoints.Checkpoint`` every weight will be loaded from (``rebuild``,
     with the weight sources switched off); without it, the weight files are checked first.
     """
     model = model_class(args.model)
@@ -206,17 +201,84 @@ def build_model(args, model_args, checkpoint=None):
             with tempfile.TemporaryDirectory(prefix="trufor_weights_") as folder:
                 return _trufor(model, combined, folder, checkpoint)
         return model(**combined)
-    except ValueError as exc:  # constructors refuse flag values with ValueError (MaskCLIP's name the flag)
-        raise UserError(f"--model {args.model}: {exc}") from exc
+    except ValueError as exc:
+        # A constructor refuses a flag value with a ValueError that names the flag (MaskCLIP's
+        # "--image_size must be ..."); any other ValueError is a bug and keeps its traceback.
+        if not str(exc).startswith("--"):
+            raise
+        raise FlagValueError(f"--model {args.model}: {exc}") from exc
+
+
+def fake_probabilities(output):
+    """A model output's P(fake) per image as [B], or None for a model with no image-level output
+    (IML-ViT). TruFor squeezes its ``pred_label``: a 0-d tensor for a batch of one image."""
+    scores = output.get("pred_label")
+    return None if scores is None else scores.reshape(-1)
 
 
 def without_weight_sources(model_name, model_args):
     """-> (model flags with every weight source of ``model_name`` set to read nothing, a line
     saying what that means for this model)."""
-    off = {k: v for k, v in WEIGHT_SOURCES.get(model_name, {}).items() if hasattr(model_args, k)}
+    off = WEIGHT_SOURCES.get(model_name, {})
     flags = types.SimpleNamespace(**{**vars(model_args), **off})
     if model_name not in WEIGHT_SOURCES:
         return flags, (f"--model {model_name} has no weight-source flags known here: it may read or download "
                        f"pretrained weights that the checkpoint's then replace")
     shown = " ".join(f"--{k} {v}" for k, v in off.items())
     return flags, f"all weights from the checkpoint, nothing downloaded ({shown})"
+
+
+def rebuild(checkpoint, args, model_args):
+    """The model of ``args.model`` with ``model_args`` and every weight from ``checkpoint``
+    (weight sources switched off, so nothing is downloaded). A checkpoint in a registered
+    foreign format of that model is converted first; the file decides its ``fixed_flags``.
+    The one rebuild path of ``test``, ``test-robust``, ``predict`` and ``MaskCLIP.from_checkpoint``.
+    Raises ``FlagValueError`` for flags the constructor refuses and ``CheckpointError`` for
+    weights that do not fit."""
+    foreign = checkpoint.foreign if checkpoint.foreign and checkpoint.foreign.model == args.model else None
+    state = checkpoint.state_dict
+    flags, note = without_weight_sources(args.model, model_args)
+    if foreign is not None:
+        flags = types.SimpleNamespace(**{**{k: v for k, v in vars(flags).items() if k not in foreign.fixed_flags},
+                                         **foreign.model_flags(state)})
+        note = f"{foreign.source}: its tensors give {', '.join(foreign.fixed_flags)}; all weights from it"
+        state = foreign.convert(state)
+        # The file's own input size, not the command line's: the model is built for it.
+        args = types.SimpleNamespace(**{**vars(args), "image_size": flags.image_size}) \
+            if hasattr(flags, "image_size") else args
+    print(f"[checkpoint] {args.model}: {note}")
+    model = build_model(args, flags, checkpoint=checkpoint)
+    checkpoints.load_strictly(model, state)
+    return model
+
+
+def load_model(path, model=None, **overrides):
+    """``rebuild`` for Python callers: the model in checkpoint ``path`` (a file ``train`` wrote,
+    or a registered foreign format of ``model``), with constructor ``overrides``."""
+    checkpoint = checkpoints.open_checkpoint(path)
+    checkpoints.close(checkpoint)
+    main, model_flags = checkpoint.training_flags()
+    args = types.SimpleNamespace(model=model or main.get("model", "MaskCLIP"), output_dir=os.path.dirname(checkpoint.path))
+    if "image_size" in main:
+        args.image_size = main["image_size"]
+    model_args = types.SimpleNamespace(**{**model_flags, **overrides})
+    return rebuild(checkpoint, args, model_args)
+
+
+def model_from_checkpoint(path, args, model_args):
+    """``rebuild`` for ``test``, ``test-robust`` and ``predict`` -> (model on the CPU, the
+    checkpoint's epoch or None), with errors that name ``--checkpoint_path`` and the fix."""
+    checkpoint = checkpoints.open_checkpoint(path)
+    checkpoints.close(checkpoint)
+    try:
+        model = rebuild(checkpoint, args, model_args)
+    except (FlagValueError, CheckpointError) as exc:
+        foreign = checkpoint.foreign
+        if foreign is not None and foreign.model == args.model:
+            raise CheckpointError(f"--checkpoint_path {checkpoint.path}: {exc}", hint=foreign.hint(exc)) from None
+        if isinstance(exc, FlagValueError):
+            raise
+        raise checkpoints.weights_do_not_fit(checkpoint.path, checkpoint.flags, args, "--checkpoint_path", exc) from None
+    print(f"[checkpoint] loaded {checkpoint.path}"
+          + (f" (epoch {checkpoint.epoch})" if checkpoint.epoch is not None else ""))
+    return model, checkpoint.epoch

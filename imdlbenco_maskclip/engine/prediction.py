@@ -6,7 +6,7 @@ The model, its flags and the input handling (resize, or pad, to the training ``-
 the edge mask) come from the flags the checkpoint saved at training time (the command line
 wins, ``--config`` does not), and every image goes through BenCo's own dataset pipeline, so
 it sees exactly the preprocessing ``test`` applies. Weights all come from the checkpoint
-(``checkpoints.model_from_checkpoint``). Folders are searched recursively for image files.
+(``models.model_from_checkpoint``). Folders are searched recursively for image files.
 Written to ``--output_dir``:
 
 * ``masks/<name>.png``: P(manipulated) per pixel as 8-bit grey (255 = 1.0), at the image's size;
@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, default_collate
 from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 
 from .. import figures
-from ..datasets.opensdid import _IMAGE_EXTS, to_rgb_uint8
+from ..datasets.opensdid import _IMAGE_EXTS, ImageDataError, to_rgb_uint8
 from ..errors import UserError
-from . import checkpoints, data, reporting, runtime
+from . import data, models, reporting, runtime
 
 GALLERY_SIZE = 16
 
@@ -103,7 +103,7 @@ class ImageFiles(AbstractDataset):
     def __getitem__(self, index):
         try:
             item = super().__getitem__(index)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except (OSError, ValueError, ImageDataError, Image.DecompressionBombError) as exc:  # unreadable files
             return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
         item.update(index=index, original=self._original)
         return item
@@ -156,8 +156,8 @@ def predict(model, loader, device, padded, skipped):
         inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items() if k != "index"}
         output = model(**inputs)
         probs = output["pred_mask"][:, 0].float().cpu()
-        fakes = output.get("pred_label")  # None: no image-level output (IML-ViT)
-        fakes = [None] * len(originals) if fakes is None else fakes.reshape(-1).float().cpu().tolist()
+        fakes = models.fake_probabilities(output)
+        fakes = [None] * len(originals) if fakes is None else fakes.float().cpu().tolist()
         for i, (index, image) in enumerate(zip(batch["index"].tolist(), originals)):
             prob = to_image_size(probs[i], batch["origin_shape"][i].tolist(), padded, image.shape[:2]).numpy()
             yield index, prob, fakes[i], image
@@ -183,7 +183,7 @@ def run(args, model_args):
     device = runtime.device_without_process_group(args)
     paths = find_images(args.inputs)
     names = output_names(paths)
-    model, epoch = checkpoints.model_from_checkpoint(args.checkpoint_path, args, model_args)
+    model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
     model.to(device).eval()
     loader = open_images(args, paths)
     out = Path(args.output_dir)

@@ -15,8 +15,8 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 
 from .. import published
 from ..figures import plot_robustness, plot_robustness_comparison, split_title
-from ..flags import IMAGE_SCORE_RULES, METRIC_KEYS
 from . import brgen_protocol
+from .evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
 
 COUNT_KEYS = ("n_images", "n_partial")
 
@@ -87,20 +87,24 @@ def _avg_cell(avg, n_sets, *keys):
     return cell + (f" (over {partial[0]} of {n_sets})" if partial else "")
 
 
+def markdown_table(header, rows):
+    """Markdown table lines: ``header`` cells, then one line per list of cells in ``rows``."""
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(map(str, row)) + " |"
+                                                                          for row in rows]
+
+
 def metrics_markdown(results, avg, method, title):
     names = list(results)
-    header = "| method | " + " | ".join(split_title(n) for n in names) + " | AVG |"
-    rule = "|---" * (len(names) + 2) + "|"
+    header = ["method", *(split_title(n) for n in names), "AVG"]
 
     def table(caption, *keys):
-        row = f"| {method} | " + " | ".join(_cell([results[n][k] for k in keys]) for n in names)
-        return [caption, "", header, rule, row + f" | {_avg_cell(avg, len(names), *keys)} |", ""]
+        row = [method, *(_cell([results[n][k] for k in keys]) for n in names), _avg_cell(avg, len(names), *keys)]
+        return [caption, ""] + markdown_table(header, [row]) + [""]
 
-    counts = ["Images and partial fakes evaluated:", "", "| | " + " | ".join(split_title(n) for n in names) + " | total |",
-              "|---" * (len(names) + 2) + "|",
-              "| images | " + " | ".join(str(results[n]["n_images"]) for n in names) + f" | {avg['n_images']} |",
-              "| partial fakes | " + " | ".join(str(results[n]["n_partial"]) for n in names)
-              + f" | {avg['n_partial']} |", ""]
+    counts = ["Images and partial fakes evaluated:", ""] + markdown_table(
+        ["", *(split_title(n) for n in names), "total"],
+        [["images", *(results[n]["n_images"] for n in names), avg["n_images"]],
+         ["partial fakes", *(results[n]["n_partial"] for n in names), avg["n_partial"]]]) + [""]
     lines = [f"# {title}", ""]
     lines += table("Pixel level, partial fakes only (paper Table 3): IoU/F1, threshold 0.5", "pixel_iou", "pixel_f1")
     lines += table("Image level, all images (paper Table 4): F1/accuracy, threshold 0.5", "image_f1", "image_acc")
@@ -130,6 +134,11 @@ def write_metrics(output_dir, results, avg, meta, title):
     return json_path, md_path
 
 
+def csv_value(value):
+    """A CSV cell: blank for an undefined metric (None or NaN)."""
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
 ROBUST_COLUMNS = (("split", "perturbation", "level") + METRIC_KEYS + COUNT_KEYS + brgen_protocol.PROTOCOL_KEYS
                   + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
@@ -143,8 +152,7 @@ def write_robustness(output_dir, rows, meta):
         writer = csv.DictWriter(f, fieldnames=ROBUST_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if isinstance(row.get(k), float) and not math.isfinite(row[k]) else row.get(k))
-                             for k in ROBUST_COLUMNS})
+            writer.writerow({k: csv_value(row.get(k)) for k in ROBUST_COLUMNS})
     return [json_path, csv_path] + plot_robustness(os.path.join(output_dir, "plots"), rows, meta["method"])
 
 
@@ -170,6 +178,12 @@ def print_test_results(name, metrics, dataset, args):
                                         for k, v in metrics.items() if k in METRIC_KEYS + COUNT_KEYS))
     if brgen_protocol.has_figures(metrics):
         print(f"[test] {name} (BR-Gen protocol): {brgen_protocol.summary(metrics)}")
+
+
+def test_printers(args):
+    """``evaluate``'s ``announce`` and ``report`` hooks: the two printers above, for ``args``."""
+    return {"announce": lambda name, loader: print_test_plan(name, loader, args),
+            "report": lambda name, metrics, dataset: print_test_results(name, metrics, dataset, args)}
 
 
 # ---------------------------------------------------------------------------- report
@@ -210,13 +224,12 @@ def comparison_markdown(entries, title, brgen_published=()):
     columns = comparison_columns(entries)
     table = comparison_values(entries, columns)
     measured = [label for label, e in entries.items() if e["source"] == "measured"]
-    header = "| method | " + " | ".join(split_title(c) for c in columns) + " | AVG |"
-    rule = "|---" * (len(columns) + 2) + "|"
+    header = ["method", *(split_title(c) for c in columns), "AVG"]
 
     def section(caption, keys):
         ranks = {(c, k): dict(zip(measured, _ranks([table[m][c][k] for m in measured])))
                  for c in columns + ["AVG"] for k in keys}
-        lines = [f"## {caption}", "", header, rule]
+        rows = []
         # The paper publishes no AUC: its rows would be all n/a.
         for label in [e for e in entries if "image_auc" not in keys or entries[e]["source"] == "measured"]:
             cells = []
@@ -226,8 +239,8 @@ def comparison_markdown(entries, title, brgen_published=()):
                     cells.append("n/a" if column == "AVG" or column in entries[label]["splits"] else "-")
                     continue
                 cells.append("/".join(_marked(v, ranks[(column, k)].get(label)) for v, k in zip(values, keys)))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        return lines + [""]
+            rows.append([label, *cells])
+        return [f"## {caption}", ""] + markdown_table(header, rows) + [""]
 
     lines = [f"# {title}", ""]
     lines += section("Pixel level, partial fakes only (paper Table 3 form): IoU/F1, threshold 0.5",
@@ -260,10 +273,6 @@ COMPARISON_COLUMNS = (("method", "source", "image_scores", "split") + METRIC_KEY
                       + brgen_protocol.PROTOCOL_KEYS + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
-def _csv_value(value):
-    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
-
-
 def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()):
     """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
     ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
@@ -280,7 +289,7 @@ def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()
             writer.writeheader()
             for method, rows in robust_rows.items():
                 for row in rows:
-                    writer.writerow({k: _csv_value(v) for k, v in {**row, "method": method}.items()})
+                    writer.writerow({k: csv_value(v) for k, v in {**row, "method": method}.items()})
         paths += [robust_csv] + plot_robustness_comparison(os.path.join(output_dir, "plots"), robust_rows)
     return paths
 
@@ -300,7 +309,7 @@ def _write_comparison_tables(output_dir, entries, title, brgen_published):
                 if column != "AVG" and column not in entry["splits"]:
                     continue
                 counts = {k: metrics.get(k) if entry["source"] == "measured" else None for k in COUNT_KEYS}
-                writer.writerow({k: _csv_value(v) for k, v in {
+                writer.writerow({k: csv_value(v) for k, v in {
                     **metrics, **counts, "method": label, "source": entry["source"],
                     "image_scores": entry.get("image_scores"), "split": column}.items()})
     return [md_path, csv_path]

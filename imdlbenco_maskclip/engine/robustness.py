@@ -59,7 +59,8 @@ def run(args, model_args):
             writer = SummaryWriter(log_dir=level_dir) if main else None
             # The TensorBoard step is the level's place in the sweep, not int(level), which would
             # put noise variances 0.5 and 0.7 (and the clean reference) all at step 0.
-            metrics = evaluate(model, {name: loader}, evaluators, device, level_index, args, writer)[name]
+            metrics = evaluate(model, {name: loader}, evaluators, device, level_index, args, writer,
+                               **reporting.test_printers(args))[name]
             if writer is not None:
                 writer.add_scalar(f"{name}_robustness/{perturbation}_level", level, level_index)
                 writer.close()

@@ -47,6 +47,15 @@ def open_data(args):
             {name: data.test_loader(dataset, args) for name, dataset in test_sets.items()})
 
 
+def loss_scaler(device):
+    """BenCo's loss scaler for a model on ``device``. Its GradScaler is a CUDA one, enabled
+    whenever a GPU exists, even for a model on the CPU: off unless ``device`` is CUDA."""
+    scaler = misc.NativeScalerWithGradNormCount()
+    if device.type != "cuda":
+        scaler._scaler = torch.amp.GradScaler("cuda", enabled=False)
+    return scaler
+
+
 def prepare_model(args, model_args, device):
     """The model on ``device`` (DDP-wrapped when distributed), its optimizer and BenCo's loss
     scaler, resumed from --resume -> namespace(model, bare, optimizer, scaler)."""
@@ -66,17 +75,15 @@ def prepare_model(args, model_args, device):
             model, device_ids=[args.gpu] if device.type == "cuda" else None,
             find_unused_parameters=args.find_unused_parameters)
     optimizer = build_optimizer(bare, args)
-    scaler = misc.NativeScalerWithGradNormCount()
-    if device.type != "cuda":
-        # BenCo's scaler is a CUDA GradScaler, enabled whenever a GPU exists even for --device cpu.
-        scaler._scaler = torch.amp.GradScaler("cuda", enabled=False)
+    scaler = loss_scaler(device)
     checkpoints.resume(args, bare, optimizer, scaler)
     return types.SimpleNamespace(model=model, bare=bare, optimizer=optimizer, scaler=scaler)
 
 
 def test_epoch(parts, test_loaders, evaluators, device, epoch, args, log_writer):
     """One test of every set -> (results, their averages, the log.txt fields)."""
-    results = evaluate(parts.model, test_loaders, evaluators, device, epoch, args, log_writer, is_test=False)
+    results = evaluate(parts.model, test_loaders, evaluators, device, epoch, args, log_writer, is_test=False,
+                       **reporting.test_printers(args))
     avg = reporting.average(results)
     if log_writer is not None:
         for name, metrics in list(results.items()) + [("avg", avg)]:

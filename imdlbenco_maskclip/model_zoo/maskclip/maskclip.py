@@ -17,7 +17,6 @@ CLIP (vision and text towers) guides a trainable pixel encoder (MAE, SAM or DINO
 Shapes: B batch, H x W input, h x w pixel-encoder grid, Dc CLIP vision width, Dt CLIP
 embedding width, Dp pixel-encoder width, C decoder width, K tapped CLIP layers.
 """
-import argparse
 import math
 from typing import Dict, List, Tuple
 
@@ -29,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from IMDLBenCo.registry import MODELS
 
 from .pixel_encoders import build_pixel_encoder
-from .pretrained import WeightSourceError, build_clip, load_pixel_weights
+from .pretrained import build_clip, load_pixel_weights
 from .settings import DEFAULT_SETTING, load_setting
 
 # Both classes share the words; only the learned context tells them apart.
@@ -381,28 +380,11 @@ class MaskCLIP(nn.Module):
         """A ready model with every weight from ``path``: a checkpoint our ``train`` wrote, or
         one the authors' ``train.py`` wrote (BenCo's ``misc.save_model`` dict around their whole
         state dict). ``overrides`` are constructor arguments (``clip_layers=``, ``image_size=``...).
+        The command line's rebuild path (``engine.models.rebuild``), imported when called.
         """
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        return cls.from_state_dict(checkpoint, **overrides)
+        from ...engine.models import load_model
 
-    @classmethod
-    def from_state_dict(cls, checkpoint: Dict, **overrides) -> "MaskCLIP":
-        """``from_checkpoint`` for a checkpoint already read: a BenCo checkpoint dict or a bare state dict."""
-        state_dict = checkpoint.get("model", checkpoint)
-        saved = checkpoint.get("args") if "model" in checkpoint else None
-        if is_authors_state_dict(state_dict):
-            flags = authors_model_flags(state_dict)
-            state_dict = authors_checkpoint_filter(state_dict)
-        else:
-            flags = dict(getattr(saved, "model_args", None) or {})
-            if saved is not None and "image_size" in vars(saved):
-                flags.setdefault("image_size", saved.image_size)
-        flags.update(overrides)
-        flags.update(clip_pretrained="none", pixel_pretrained="none")
-        model = cls(**flags)
-        load_strictly(model, state_dict)
-        return model
+        return load_model(path, cls.__name__, **overrides).to(map_location)
 
     # ------------------------------------------------------------------ mode and caches
 
@@ -547,20 +529,6 @@ class MaskCLIP(nn.Module):
 
 
 # ---------------------------------------------------------------------------- foreign checkpoints
-
-
-def load_strictly(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> None:
-    """``load_state_dict(strict=True)`` whose error names the keys that do not fit, grouped."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshapen = sorted(key for key in set(own) & set(state_dict) if own[key].shape != state_dict[key].shape)
-    if missing or unexpected or misshapen:
-        parts = [f"{what} ({len(keys)}): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-                 for what, keys in (("missing", missing), ("unexpected", unexpected),
-                                    ("of another shape", misshapen)) if keys]
-        raise WeightSourceError("checkpoint keys do not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state_dict)
 
 
 def is_authors_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
