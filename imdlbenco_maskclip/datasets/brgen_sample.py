@@ -1,6 +1,6 @@
 """The embedded BR-Gen-layout sample (``sample:brgen``): a small folder in BR-Gen's released
 layout, made offline from the same photographs as the OpenSDID sample (``sample.py``; credits
-in its README). Deterministic, built in about a second on first use, never committed.
+in its README). Deterministic, built in a few seconds on first use, never committed.
 
 Layout, under ``$IMDLBENCO_MASKCLIP_CACHE`` (default ``~/.cache/imdlbenco_maskclip``)::
 
