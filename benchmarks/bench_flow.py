@@ -15,7 +15,7 @@ Two parts, printed as one markdown table:
   post function included: CAT-Net's DCT coefficients). The FLOPs each step counts and the fraction of
   the machine's fp32 matmul throughput (measured in the same run) come with it.
 
-Example, the figures in the README (2 CPU threads)::
+Example, the figures in docs/performance.md (2 CPU threads)::
 
     python benchmarks/bench_flow.py --threads 2
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tables 3 and 4 and Figure 5 for the four models: each trained checkpoint through `test` and
 # `test-robust` (the paper's blur and JPEG sweeps), then `report` side by side with the
-# paper's published numbers. Run after the four training scripts (README "Benchmarking").
+# paper's published numbers. Run after the four training scripts (docs/benchmarking.md).
 #   NPROC=4 bash run_scripts/benchmark.sh [extra flags for test and test-robust, e.g. --image_score_from_mask max]
 set -euo pipefail
 cd "$(dirname "$0")/.."

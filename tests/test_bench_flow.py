@@ -1,5 +1,5 @@
 """benchmarks/bench_flow.py's data-loading part runs and reports both readers at each size and
-augmentation (its figures are measurements, not checked here; the README has one run)."""
+augmentation (its figures are measurements, not checked here; docs/performance.md has one run)."""
 import re
 import subprocess
 import sys

@@ -1,5 +1,5 @@
 """BenCo's own train.py, test.py and test_robust.py, as `benco init` writes them, with their one
-import line changed, train and test MaskCLIP on OpenSDID (and BR-Gen, in the training set): the README's "With BenCo's own scripts"
+import line changed, train and test MaskCLIP on OpenSDID (with BR-Gen in the training set): docs/benco_scripts.md
 on a machine without CUDA (torchrun, one process, the tiny setting on the embedded sample)."""
 import difflib
 import json

@@ -5,7 +5,7 @@ edits of the sample's sd15 generator and fewer of flux's.
 The other end-to-end tests pass with a model that outputs a constant; this one fails when
 anything on the path stops learning: the optimizer, the losses, masks paired with the wrong
 images, a data pipeline that wipes the generator's traces. Its bound comes from runs over
-three seeds, recorded in the README ("What the demo learns")."""
+three seeds, recorded in docs/demo.md ("What the demo learns")."""
 import json
 
 import numpy as np
@@ -15,7 +15,7 @@ from test_e2e_cli import REPO, run_cli
 
 CONFIG = str(REPO / "benco_configs" / "maskclip_demo.yaml")
 EPOCHS = "20"  # the demo trains 30; 20 keep the suite in its budget and still clear the bound
-SD15_PIXEL_F1_BOUND = 0.5  # three seeds at 20 epochs: see the README
+SD15_PIXEL_F1_BOUND = 0.5  # three seeds at 20 epochs: see docs/demo.md
 
 
 def all_ones_pixel_f1(source, size):

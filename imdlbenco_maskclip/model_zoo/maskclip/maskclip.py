@@ -315,6 +315,7 @@ class MaskCLIP(nn.Module):
         if image_size < patch or image_size % patch:
             raise ValueError(f"--image_size must be a positive multiple of the pixel encoder's patch size "
                              f"{patch} (setting {setting_name}), got {image_size}")
+        self.image_size = image_size  # the input side length it was built for (BenCo's --image_size)
 
         import open_clip
 
