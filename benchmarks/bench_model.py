@@ -1,11 +1,11 @@
-"""Speed and memory of MaskCLIP: one training step (forward, backward, AdamW) and one inference forward.
+"""Speed and memory of MaskCLIP or NFA-ViT: one training step (forward, backward, AdamW) and one inference forward.
 
 Random weights (no downloads). Prints one markdown table. Example, the paper setting on CPU:
 
     python benchmarks/bench_model.py --setting vitl14_mae --batch_size 1 --image_size 512 --threads 2 --steps 3
 
-``--reference`` times the authors' model (``../shared/reference/authors-maskclip``, or
-``--reference_code DIR``) beside ours at the same settings, alternately, each measurement in a
+``--reference`` times the authors' model (``../shared/reference/authors-maskclip`` or
+``authors-nfavit``, or ``--reference_code DIR``) beside ours at the same settings, alternately, each measurement in a
 child process of its own so that peak memory is per model. Every row also gives the machine's
 fp32 matmul throughput, measured in the same process before and after the timed phases, and
 the fraction of it the model reached (model FLOPs counted by ``torch.utils.flop_counter``):
@@ -27,14 +27,16 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "authors-maskclip"
+REFERENCES = {model: Path(__file__).resolve().parents[2] / "shared" / "reference" / folder
+              for model, folder in (("MaskCLIP", "authors-maskclip"), ("NFA_ViT", "authors-nfavit"))}
 
 
 def parse_args(argv=None):
     from imdlbenco_maskclip.model_zoo.maskclip import list_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", default="vitl14_mae", choices=list_settings())
+    parser.add_argument("--model", default="MaskCLIP", choices=sorted(REFERENCES))
+    parser.add_argument("--setting", default="vitl14_mae", choices=list_settings(), help="MaskCLIP's setting")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--image_size", type=int, default=512)
     parser.add_argument("--device", default="cpu")
@@ -44,10 +46,12 @@ def parse_args(argv=None):
     parser.add_argument("--grad_checkpointing", type=int, default=0, choices=(0, 1))
     parser.add_argument("--reference", action="store_true",
                         help="also time the authors' model (vitl14_mae only), alternately with ours")
-    parser.add_argument("--reference_code", default=str(DEFAULT_REFERENCE), help="folder of the authors' code")
+    parser.add_argument("--reference_code", help="folder of the authors' code (default: the --model's in ../shared)")
     parser.add_argument("--rounds", type=int, default=2, help="with --reference: alternations of ours and theirs")
     parser.add_argument("--child", choices=("ours", "authors"), help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.reference_code = args.reference_code or str(REFERENCES[args.model])
+    return args
 
 
 def make_batch(batch_size: int, image_size: int, device: torch.device) -> dict:
@@ -126,6 +130,8 @@ def time_both_phases(model, train_step, inference_step, steps: int, device: torc
 
 def build(args, which: str, device: torch.device):
     """(model, forward(batch) -> output dict) for ours or the authors'."""
+    if args.model == "NFA_ViT":
+        return build_nfa_vit(args, which, device)
     if which == "ours":
         from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP
 
@@ -138,6 +144,20 @@ def build(args, which: str, device: torch.device):
     model = build_authors_maskclip(resolution=args.image_size).to(device)
     # their pipeline feeds CLIP-normalised pixels; the timing does not depend on the values
     return model, lambda batch: model(**batch)
+
+
+def build_nfa_vit(args, which: str, device: torch.device):
+    if which == "ours":
+        from imdlbenco_maskclip.model_zoo.nfa_vit import NFA_ViT
+
+        model = NFA_ViT(np_pretrain_weights="none", seg_b0_pretrain_weights="none",
+                        seg_b2_pretrain_weights="none").to(device)
+    else:
+        sys.path.insert(0, args.reference_code)
+        from authors_reference import build_authors_nfavit
+
+        model = build_authors_nfavit(seed=0).to(device)
+    return model, lambda batch: model(image=batch["image"], mask=batch["mask"], label=batch["label"])
 
 
 def measure(args) -> dict:
@@ -201,7 +221,8 @@ def row(args, figures: dict) -> str:
     def fraction(kind):
         return figures[f"{kind}_gflop"] / figures[f"{kind}_s"] / machine
 
-    return (f"| {figures['model']} | {args.setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
+    setting = args.setting if args.model == "MaskCLIP" else args.model
+    return (f"| {figures['model']} | {setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
             f"{figures['threads']} | {figures['train_s']:.3f} | {images / figures['train_s']:.2f} | "
             f"{fraction('train'):.0%} | {figures['inference_s']:.3f} | {images / figures['inference_s']:.2f} | "
             f"{fraction('inference'):.0%} | {figures['peak_gb']:.2f} | {figures['trainable_m']:.1f}M | "
@@ -213,7 +234,7 @@ def main():
     if args.child:
         print(json.dumps(measure(args)))
         return
-    if args.reference and args.setting != "vitl14_mae":
+    if args.reference and args.model == "MaskCLIP" and args.setting != "vitl14_mae":
         sys.exit("--reference: the authors released only the vitl14_mae setting (their ViTL)")
     order = ["ours", "authors"] * args.rounds if args.reference else ["ours"]
     results = []

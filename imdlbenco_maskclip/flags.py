@@ -315,7 +315,7 @@ def _checkpoint_values(command, argv, config):
     if command == "predict" and not checkpoint.describes_its_model():
         raise UserError(f"--checkpoint_path {checkpoint.path}: it holds no training flags of `benco-maskclip train`, "
                         f"so the model to build is unknown",
-                        hint="predict with a checkpoint that command wrote, or one of the authors' MaskCLIP train.py")
+                        hint="predict with a checkpoint that command wrote, or one of the authors' MaskCLIP or NFA-ViT train.py")
     main, model = checkpoint.training_flags()
     switches = ("if_padding", "if_resizing")
     switched_on = {k for k in switches if config.get(k) is True and command != "predict"}

@@ -1,4 +1,4 @@
-"""MaskCLIP on the ``tiny`` setting: BenCo contract, frozen CLIP, ablations, weights, precision."""
+"""MaskCLIP on the ``tiny`` setting: BenCo contract, trainable or frozen CLIP, ablations, weights, precision."""
 import inspect
 import types
 import warnings
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import imdlbenco_maskclip  # noqa: F401  (registers MaskCLIP)
-from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, WeightSourceError, list_settings
+from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, WeightSourceError, list_settings, load_setting
 from imdlbenco_maskclip.model_zoo.maskclip.maskclip import (VCA, VSA, TVCA, ClassTokenMean, FixedPrompts, MaskHead,
                                                             PromptLearner)
 
@@ -17,6 +17,12 @@ IMAGE_SIZE = 64
 def tiny(**overrides) -> MaskCLIP:
     torch.manual_seed(0)
     return MaskCLIP(model_setting="tiny", image_size=IMAGE_SIZE, **overrides)
+
+
+def frozen_tiny(**overrides) -> MaskCLIP:
+    """``tiny`` with its CLIP frozen, as the paper's settings have it."""
+    torch.manual_seed(0)
+    return MaskCLIP(model_setting=dict(load_setting("tiny"), train_clip=False), image_size=IMAGE_SIZE, **overrides)
 
 
 def make_batch(batch_size: int = 2, size: int = IMAGE_SIZE) -> dict:
@@ -103,8 +109,14 @@ def test_edge_weight_scales_the_edge_term():
     assert losses[20.0] == pytest.approx(20.0 * losses[1.0], rel=1e-5)
 
 
-def test_clip_frozen_while_everything_else_trains():
-    model = tiny()
+def test_only_tiny_trains_its_clip():
+    # tiny's CLIP has no pretrained weights; every other setting's CLIP is pretrained and frozen.
+    assert {name: load_setting(name)["train_clip"] for name in list_settings()} == {
+        name: name == "tiny" for name in list_settings()}
+
+
+def test_frozen_clip_stays_unchanged_while_everything_else_trains():
+    model = frozen_tiny()
     clip_before = {k: v.clone() for k, v in model.clip.state_dict().items()}
     trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert not any(p.requires_grad for p in model.clip.parameters())
@@ -119,13 +131,45 @@ def test_clip_frozen_while_everything_else_trains():
         assert any(name.startswith(part) for name in trainable_before), part
 
 
-def test_train_mode_keeps_clip_in_eval():
+# What of tiny's CLIP stays frozen: parts that do not reach the outputs (a trainable tensor
+# without gradient stalls DDP) and the word-embedding table.
+TINY_CLIP_FROZEN = ("clip.token_embedding.", "clip.logit_scale", "clip.visual.ln_post.", "clip.visual.proj",
+                    "clip.visual.transformer.resblocks.3.mlp.")
+
+
+def test_tiny_trains_the_clip_parts_that_reach_the_outputs():
     model = tiny()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {n for n in frozen if n.startswith("clip.")} == {
+        n for n in before if n.startswith(TINY_CLIP_FROZEN)}
+    assert frozen - {n for n in frozen if n.startswith("clip.")} == {
+        n for n in before if n.endswith("attn.k_proj.bias")}  # no gradient by design, see Attention
+
+    adam_steps(model, steps=3)
+
+    # every trainable tensor moved (each got a gradient), CLIP's towers among them; the rest did not
+    after = dict(model.named_parameters())
+    assert [n for n in before if n not in frozen and torch.equal(after[n], before[n])] == []
+    assert [n for n in frozen if not torch.equal(after[n], before[n])] == []
+    for part in ("clip.visual.conv1.", "clip.visual.transformer.resblocks.0.", "clip.transformer.", "clip.ln_final."):
+        assert any(n.startswith(part) for n in before if n not in frozen), part
+
+
+def test_cosine_head_trains_tiny_clip_logit_scale():
+    assert tiny(detection_head="cosine").clip.logit_scale.requires_grad
+    assert not frozen_tiny(detection_head="cosine").clip.logit_scale.requires_grad
+
+
+def test_train_mode_keeps_a_frozen_clip_in_eval():
+    model = frozen_tiny()
     model.train()
     assert model.training and model.decoder.training and model.vsa.training
     assert not any(module.training for module in model.clip.modules())
     model.eval()
     assert not model.decoder.training
+    trainable = tiny().train()
+    assert all(module.training for module in trainable.clip.modules())
 
 
 def count_text_tower_runs(model: MaskCLIP) -> list:
@@ -134,8 +178,8 @@ def count_text_tower_runs(model: MaskCLIP) -> list:
     return runs
 
 
-def test_text_tower_runs_every_training_step_and_once_in_eval():
-    model = tiny()
+def test_text_tower_runs_every_training_step_and_once_in_eval_while_frozen():
+    model = frozen_tiny()
     runs = count_text_tower_runs(model)
     batch = make_batch()
     model.train()
@@ -150,8 +194,22 @@ def test_text_tower_runs_every_training_step_and_once_in_eval():
     assert torch.equal(first, second)
 
 
-def test_text_cache_is_dropped_after_training():
+def test_trainable_clip_has_no_text_cache():
     model = tiny().eval()
+    runs = count_text_tower_runs(model)
+    with torch.no_grad():
+        model(**make_batch())
+        model(**make_batch())
+    assert len(runs) == 2
+    # a step that changes only the text tower, not the prompt context, changes the text features
+    with torch.no_grad():
+        before = model._text_features()
+        model.clip.ln_final.bias.add_(0.5)
+        assert not torch.allclose(model._text_features(), before)
+
+
+def test_text_cache_is_dropped_after_training():
+    model = frozen_tiny().eval()
     with torch.no_grad():
         model(**make_batch())  # fills the cache
     adam_steps(model, steps=2, lr=1e-2)
@@ -162,7 +220,7 @@ def test_text_cache_is_dropped_after_training():
 
 def test_text_cache_is_dropped_when_loading_a_state_dict():
     batch = make_batch()
-    model, other = tiny().eval(), tiny().eval()
+    model, other = frozen_tiny().eval(), frozen_tiny().eval()
     with torch.no_grad():
         other.prompts.ctx.add_(1.0)
         model(**batch)  # fills the cache with the old prompts
@@ -313,7 +371,7 @@ def test_clip_weights_load_from_a_state_dict_file(tmp_path):
     path = tmp_path / "tiny_clip.pt"
     torch.save(source.clip.state_dict(), path)
 
-    loaded = tiny(clip_pretrained=str(path))
+    loaded = frozen_tiny(clip_pretrained=str(path))
     for key, value in source.clip.state_dict().items():
         assert torch.equal(loaded.clip.state_dict()[key], value), key
     assert not any(p.requires_grad for p in loaded.clip.parameters())

@@ -20,6 +20,7 @@ import IMDLBenCo
 from IMDLBenCo.registry import MODELS
 
 from ..errors import CheckpointError, FlagValueError, UserError
+from ..model_zoo.nfa_vit.pretrained import WEIGHT_FILES as NFA_VIT_FILES
 from . import checkpoints
 
 BENCO_CONFIGS = os.path.join(os.path.dirname(IMDLBenCo.__file__), "statics", "model_zoo", "configs")
@@ -55,6 +56,8 @@ WEIGHT_FILES = {
                                     "BenCo's link in IMDLBenCo/model_zoo/trufor/README.md); phase 2", True),
         "det_resume_ckpt": ("phase 2's checkpoint (`benco-maskclip train --model Trufor --phase 2` writes "
                             "checkpoint-best.pth; read as it is); phase 3", True)},
+    "NFA_ViT": {flag: (f"{file['file']}, {file['part']}, from {file['where']}", True)
+                for flag, file in NFA_VIT_FILES.items()},
 }
 
 # Per model, its constructor arguments that name pretrained weights to read or download,
@@ -64,6 +67,7 @@ WEIGHT_FILES = {
 # not constructor flags that can be switched off here.
 WEIGHT_SOURCES = {
     "MaskCLIP": {"clip_pretrained": "none", "pixel_pretrained": "none"},
+    "NFA_ViT": {flag: RANDOM for flag in NFA_VIT_FILES},
     "IML_ViT": {"vit_pretrain_path": None},
     "ObjectFormer": {"init_weight_path": None},
     "PSCC_Net": {"pretrain_path": None},
@@ -241,7 +245,8 @@ def rebuild(checkpoint, args, model_args):
     if foreign is not None:
         flags = types.SimpleNamespace(**{**{k: v for k, v in vars(flags).items() if k not in foreign.fixed_flags},
                                          **foreign.model_flags(state)})
-        note = f"{foreign.source}: its tensors give {', '.join(foreign.fixed_flags)}; all weights from it"
+        given = f"its tensors give {', '.join(foreign.fixed_flags)}; " if foreign.fixed_flags else ""
+        note = f"{foreign.source}: {given}{note}"
         state = foreign.convert(state)
         # The file's own input size, not the command line's: the model is built for it.
         args = types.SimpleNamespace(**{**vars(args), "image_size": flags.image_size}) \

@@ -2,7 +2,8 @@
 
 By default this computes what the authors' release computes (github.com/iamwangyabin/OpenSDI,
 commit b1cf3c5): from the same weights and pixels, the same masks, logits and losses. A frozen
-CLIP (vision and text towers) guides a trainable pixel encoder (MAE, SAM or DINOv2 ViT-B):
+CLIP (vision and text towers) guides a trainable pixel encoder (MAE, SAM or DINOv2 ViT-B); a
+setting without pretrained CLIP weights (``tiny``) may train its CLIP (``train_clip``):
 
 * PromptLearner: "[SOS] V_1 .. V_M an image. [EOS]" with a learned context V per class
   (real, fake) -> text embeddings t = (t_real, t_fake), unit length;
@@ -243,6 +244,20 @@ class VSA(nn.Module):
         self.norm = nn.LayerNorm(clip_dim)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(clip_dim, embed_dim, bias=False)
+        self._init_as_multihead_attention()
+
+    def _init_as_multihead_attention(self) -> None:
+        """``nn.MultiheadAttention``'s init, which the authors' module has: xavier-uniform over the
+        stacked [3 Dc, Dc] q/k/v weight (bound sqrt(6 / (4 Dc)), not that of each [Dc, Dc] part),
+        zero q/k/v and output biases; the output weight keeps ``nn.Linear``'s init, as theirs."""
+        attn = self.attn
+        stacked = torch.empty(3 * attn.q_proj.out_features, attn.q_proj.in_features)
+        nn.init.xavier_uniform_(stacked)
+        with torch.no_grad():
+            for projection, weight in zip((attn.q_proj, attn.k_proj, attn.v_proj), stacked.chunk(3)):
+                projection.weight.copy_(weight)
+                projection.bias.zero_()
+            attn.out_proj.bias.zero_()
 
     def forward(self, cls_tokens: torch.Tensor) -> torch.Tensor:
         tokens = self.dropout(self.norm(self.attn(cls_tokens, cls_tokens) + cls_tokens))
@@ -269,6 +284,9 @@ def _check_switch(name: str, value: int) -> bool:
 @MODELS.register_module()
 class MaskCLIP(nn.Module):
     """MaskCLIP: frozen CLIP + trainable pixel encoder; mask and real/fake prediction.
+
+    A setting with ``"train_clip": true`` (``tiny``, whose CLIP has no pretrained weights)
+    trains the CLIP parts that reach the outputs as well.
 
     ``model_setting``: a setting name (``list_settings()``), or from Python a setting dict as
     ``load_setting`` returns. ``clip_layers``: comma-separated CLIP layers to tap instead of the
@@ -320,8 +338,7 @@ class MaskCLIP(nn.Module):
         import open_clip
 
         clip, clip_mean, clip_std = build_clip(setting["clip"], clip_pretrained, setting_name)
-        clip.requires_grad_(False)
-        self.clip = clip.eval()
+        self.clip = clip
         visual = clip.visual
         clip_dim, clip_depth = visual.transformer.width, len(visual.transformer.resblocks)
         embed_dim = visual.output_dim
@@ -329,6 +346,8 @@ class MaskCLIP(nn.Module):
         if not all(0 <= layer < clip_depth for layer in self.clip_layers):
             raise ValueError(f"--clip_layers {','.join(map(str, self.clip_layers))}: this CLIP has layers "
                              f"0..{clip_depth - 1} (setting {setting_name})")
+        self.train_clip = bool(setting.get("train_clip", False))
+        self._set_clip_trainable()
         # Both towers see the pixels normalised with the CLIP weights' statistics, as the authors'
         # data pipeline gives them; BenCo's pipeline normalises with ImageNet's. Undoing one and
         # applying the other fold into one per-channel affine map.
@@ -371,8 +390,33 @@ class MaskCLIP(nn.Module):
 
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
-        print(f"[MaskCLIP] setting {setting_name}: {trainable / 1e6:.2f}M trainable, "
-              f"{frozen / 1e6:.2f}M frozen (CLIP) parameters")
+        print(f"[MaskCLIP] setting {setting_name}: {trainable / 1e6:.2f}M trainable, {frozen / 1e6:.2f}M frozen "
+              f"parameters (CLIP {'trains' if self.train_clip else 'frozen'})")
+
+    def _set_clip_trainable(self) -> None:
+        """Freeze CLIP, or with ``train_clip`` (a setting without pretrained CLIP weights) train the
+        parts of it that reach the outputs. The rest stays frozen, since a trainable tensor that
+        gets no gradient stalls DDP: the vision blocks after the last tap, the last tapped block's
+        MLP (the tap is its ``ln_2`` output), the vision head, and the logit scale unless the
+        cosine head reads it. The word embeddings stay frozen too: the prompts use a few rows of
+        the [vocabulary, width] table, the learned context gives each class its own vectors, and
+        an optimizer would update the whole table every step."""
+        clip = self.clip.requires_grad_(self.train_clip)
+        if not self.train_clip:
+            clip.eval()
+            return
+        visual = clip.visual
+        visual.requires_grad_(False)
+        last = max(self.clip_layers)
+        blocks = visual.transformer.resblocks
+        for part in (visual.conv1, visual.ln_pre, *blocks[:last + 1]):
+            part.requires_grad_(True)
+        visual.class_embedding.requires_grad_(True)
+        visual.positional_embedding.requires_grad_(True)
+        blocks[last].mlp.requires_grad_(False)
+        blocks[last].ls_2.requires_grad_(False)
+        clip.logit_scale.requires_grad_(self.detection_head == "cosine")
+        clip.token_embedding.requires_grad_(False)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -391,8 +435,9 @@ class MaskCLIP(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        # The frozen CLIP stays in eval mode: no dropout / patch dropout in a frozen network.
-        self.clip.eval()
+        if not self.train_clip:
+            # A frozen CLIP stays in eval mode: no dropout / patch dropout in a frozen network.
+            self.clip.eval()
         return self
 
     def _drop_text_cache(self) -> None:
@@ -401,7 +446,7 @@ class MaskCLIP(nn.Module):
     # ------------------------------------------------------------------ towers
 
     def _encode_prompts(self) -> torch.Tensor:
-        """Prompt embeddings through the frozen text tower -> unit vectors [2, Dt] (fp32), (real, fake)."""
+        """Prompt embeddings through the text tower -> unit vectors [2, Dt] (fp32), (real, fake)."""
         clip, tokens = self.clip, self.prompts.tokens
         length = tokens.shape[1]
         text = self.prompts.token_embeddings(clip.token_embedding) + clip.positional_embedding[:length]
@@ -412,10 +457,10 @@ class MaskCLIP(nn.Module):
         return F.normalize(text.float(), dim=-1)
 
     def _text_features(self) -> torch.Tensor:
-        """Unit text embeddings [2, Dt]: through the text tower while gradients reach the context,
-        else from a cache that an optimizer step or a weight load (both bump the context's
-        version counter) or another device renews."""
-        if self.prompt_learning and torch.is_grad_enabled():
+        """Unit text embeddings [2, Dt]: through the text tower while gradients reach the context
+        and whenever CLIP trains, else from a cache that an optimizer step or a weight load (both
+        bump the context's version counter) or another device renews."""
+        if self.train_clip or (self.prompt_learning and torch.is_grad_enabled()):
             return self._encode_prompts()
         key = (self.prompts.ctx._version if self.prompt_learning else 0, self.prompts.tokens.device)
         if self._text_cache is None or self._text_cache[0] != key:
@@ -423,13 +468,13 @@ class MaskCLIP(nn.Module):
                 self._text_cache = (key, self._encode_prompts())
         return self._text_cache[1]
 
-    @torch.no_grad()
     def _clip_features(self, pixels: torch.Tensor) -> List[torch.Tensor]:
         """CLIP-normalised image [B, 3, H, W] -> K tapped layers [B, 1 + gh * gw, Dc].
 
         The image is resized to CLIP's input size as the authors do (bilinear, corners
         aligned, no antialiasing). A tap is the ``ln_2`` output (normalised, pre-MLP) of a
-        tapped block; the tower stops after the last tapped block.
+        tapped block; the tower stops after the last tapped block. A frozen CLIP runs without
+        autograd.
         """
         visual = self.clip.visual
         clip_input = F.interpolate(pixels.float(), size=visual.image_size, mode="bilinear", align_corners=True)
@@ -441,8 +486,9 @@ class MaskCLIP(nn.Module):
         hooks = [visual.transformer.resblocks[layer].ln_2.register_forward_hook(tap(layer))
                  for layer in sorted(set(self.clip_layers))]
         try:
-            visual.forward_intermediates(clip_input, indices=[max(self.clip_layers)], stop_early=True,
-                                         intermediates_only=True)
+            with torch.set_grad_enabled(self.train_clip and torch.is_grad_enabled()):
+                visual.forward_intermediates(clip_input, indices=[max(self.clip_layers)], stop_early=True,
+                                             intermediates_only=True)
         finally:
             for hook in hooks:
                 hook.remove()

@@ -1,7 +1,9 @@
 """MaskCLIP settings: the architecture, one JSON file per setting in ``model_configs/``.
 
-A setting names the CLIP tower (an open_clip model name, or an open_clip config written out)
-and sizes the pixel encoder and the parts between the two towers. A file may start from
+A setting names the CLIP tower (an open_clip model name, or an open_clip config written out),
+says whether it trains (``train_clip``: only for a CLIP without pretrained weights; the
+paper's settings keep it frozen), and sizes the pixel encoder and the parts between the two
+towers. A file may start from
 another with ``"base": NAME`` and replace some of its top-level keys. Weight sources are not
 part of a setting: they are data in ``pretrained.py``.
 """
