@@ -87,6 +87,12 @@ def _preview(command, args, model_args):
     _at_least(args, 1, "num", "cols")
 
 
+def _source_dataset(command, args, model_args):
+    if args.dataset not in ("OpenSDID", "BRGen"):
+        raise UserError(f"--dataset {args.dataset}: `{command}` reads OpenSDID sources and BR-Gen folders",
+                        hint="give --dataset OpenSDID or BRGen")
+
+
 def _model_input(command, args, model_args):
     """The model and its input: resize or pad, sizes, the edge mask, extra packages."""
     if args.if_padding and args.if_resizing:
@@ -113,6 +119,12 @@ def _test_data(command, args, model_args):
     if not DATASETS.has(args.dataset):
         raise UserError(f"--dataset {args.dataset!r} is not registered in IMDLBenCo DATASETS",
                         hint=f"choose one of {sorted(DATASETS.module_dict)}")
+    # A dataset class may name its own default split (BRGen: the whole folder).
+    default_split = getattr(DATASETS.get(args.dataset), "DEFAULT_SPLIT", None)
+    if args.test_splits is None:
+        args.test_splits = default_split or ",".join(OPENSDID_SPLITS)
+    if command == "train" and args.train_split is None:
+        args.train_split = default_split or OPENSDID_SPLITS[0]
     args.test_splits = [s.strip() for s in str(args.test_splits).split(",") if s.strip()]
     if not args.test_splits:
         raise UserError("--test_splits is empty", hint=f"give a comma list such as {','.join(OPENSDID_SPLITS)}")
@@ -171,8 +183,8 @@ CHECKS = {
     "predict": (*_MODEL, _predict, _model_flags_saved),
     "report": (_output_dir,),
     "sample": (),
-    "export": (_output_required, _export_output),
-    "preview": (_preview, _output_required),
+    "export": (_output_required, _export_output, _source_dataset),
+    "preview": (_preview, _output_required, _source_dataset),
 }
 
 

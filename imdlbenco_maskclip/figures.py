@@ -198,8 +198,8 @@ def write_preview(dataset, out, num=12, cols=4, seed=0):
             ax.contour(mask.mean(axis=2) > 127.5, levels=[0.5], colors="red", linewidths=1.2)
         ax.set_title(f"label {label} ({kinds[i]})  {image.shape[1]}x{image.shape[0]}\n{name[:42]}",
                      fontsize=7)
-    fig.suptitle(f"OpenSDID {dataset.entry_path} ({dataset.subset}); red outline = mask of a partial edit",
-                 fontsize=9)
+    fig.suptitle(f"{type(dataset).__name__} {dataset.entry_path} ({dataset.subset}); red outline = mask of a "
+                 f"partial edit", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)

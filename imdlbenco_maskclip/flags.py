@@ -68,7 +68,12 @@ def _model(add, command):
 
 def _dataset(add, command):
     add("--dataset", default="OpenSDID",
-        help="dataset class (a name in DATASETS) for data paths that are not BenCo JSON files")
+        help="dataset class (a name in DATASETS) for data paths that are not BenCo JSON files: OpenSDID, "
+             "BRGen (a BR-Gen folder of Tp/, Gt/ and Au/), or one of BenCo's")
+    add("--balance", default=1, type=int, choices=(0, 1),
+        help="BRGen: 1 (default, the authors' protocol) draws as many generated images as there are real "
+             "ones, at random; 0 keeps every image")
+    add("--balance_seed", default=0, type=int, help="BRGen: the seed of that draw (default 0)")
 
 
 def _bad_samples(add, command):
@@ -83,8 +88,10 @@ def _test_data(add, command):
     add("--test_data_path", "--test_data_json", dest="test_data_path", default="nebula/OpenSDI_test",
         help="test source: an OpenSDID source (hub id, local folder, sample:test) read once per "
              "--test_splits entry, or a BenCo test JSON {name: path}")
-    add("--test_splits", default=",".join(OPENSDID_SPLITS),
-        help="comma list of test splits of --test_data_path (default: all five OpenSDID splits)")
+    add("--test_splits", default=None,
+        help="comma list of test splits of --test_data_path, each tested as its own set (default: the "
+             "five OpenSDID splits; with --dataset BRGen the whole folder, 'all'; BRGen subsets: a method "
+             "lama, mat, sdxl, brushnet, powerpaint, a mask type stuff, background, a family gan, diffusion)")
     add("--test_batch_size", default=2, type=int, help="batch size per process for testing")
     add("--no_model_eval", action="store_true", help="do not call model.eval() for testing")
     add("--print_freq", default=20, type=int, help="print progress every N test batches")
@@ -132,7 +139,8 @@ def _train(add, command):
     add("--data_path", default="nebula/OpenSDI_train",
         help="training source: an OpenSDID source (split from --train_split or '<source>#<split>'), "
              "or a BenCo JSON (JsonDataset list, or BalancedDataset [[name, path], ...])")
-    add("--train_split", default=OPENSDID_SPLITS[0], help="split of --data_path to train on (default sd15)")
+    add("--train_split", default=None,
+        help="split of --data_path to train on (default sd15; with --dataset BRGen the whole folder, or a subset)")
     add("--augment", default="paper", choices=AUGMENTATIONS,
         help="training augmentations: paper (blur, JPEG, scale, flips; random crop when padding), "
              "authors (their train.py: also brightness/contrast and rotate-90), benco (BenCo's list, "
@@ -190,8 +198,9 @@ def _predict(add, command):
 
 
 def _source(add, command):
-    add("source", help="hub id, local folder, sample:train or sample:test; '#<split>' allowed")
-    add("--split", help=f"{', '.join(OPENSDID_SPLITS)} (or a custom source's own)")
+    add("source", help="hub id, local folder, sample:train or sample:test (OpenSDID), a BR-Gen folder or "
+                       "sample:brgen (--dataset BRGen); '#<split>' allowed")
+    add("--split", help=f"{', '.join(OPENSDID_SPLITS)} (or a custom source's own; BRGen: a subset)")
     add("--subset", choices=("all", "pixel"), default="all", help="pixel: only locally edited fakes")
 
 
@@ -213,7 +222,8 @@ def _report(add, command):
     add("runs", nargs="+", help="--output_dir folders of `test` / `test-robust` runs (their metrics.json, "
                                 "robustness.json), or those files")
     add("--published", action="store_true",
-        help="add the paper's published Table 3 and 4 numbers as rows labelled (published), not ranked")
+        help="add the published numbers as rows labelled (published), not ranked: the OpenSDI paper's Tables 3 "
+             "and 4, and beside the BR-Gen protocol's tables the BR-Gen paper's Tables 2, 3 and 7")
 
 
 _TESTING = (_model, _dataset, _bad_samples, _test_data, _output_dir, _log_dir, _device, _processes, _checkpoint,
@@ -230,9 +240,9 @@ COMMANDS = {
     "report": ((_config, _report, _output_dir), False,
                "the results of several test / test-robust runs side by side: paper Tables 3 and 4, Figure 5"),
     "sample": ((_config, _output), False, "build the embedded OpenSDID sample and print its folder"),
-    "export": ((_config, _source, _bad_samples, _output), False,
-               "write an OpenSDID split as a BenCo JSON dataset (Tp/, Gt/, <split>.json)"),
-    "preview": ((_config, _source, _bad_samples, _output, _preview), False,
+    "export": ((_config, _source, _dataset, _bad_samples, _output), False,
+               "write an OpenSDID split or a BR-Gen set as a BenCo JSON dataset (Tp/, Gt/, <split>.json)"),
+    "preview": ((_config, _source, _dataset, _bad_samples, _output, _preview), False,
                 "draw a grid of samples with their masks"),
 }
 
@@ -435,5 +445,3 @@ def _split_model_flags(argv, parser, model_parser):
         model_argv += argv[i:end]
         i = end
     return main_argv, model_argv
-
-

@@ -1,5 +1,5 @@
 """BenCo's own train.py, test.py and test_robust.py, as `benco init` writes them, with their one
-import line changed, train and test MaskCLIP on OpenSDID: docs/benco_scripts.md
+import line changed, train and test MaskCLIP on OpenSDID (with BR-Gen in the training set): docs/benco_scripts.md
 on a machine without CUDA (torchrun, one process, the tiny setting on the embedded sample)."""
 import difflib
 import json
@@ -15,7 +15,7 @@ from IMDLBenCo.cli_funcs import cli_init
 from IMDLBenCo.utils.paths import BencoPath
 
 from imdlbenco_maskclip.cli import main as benco_maskclip
-from imdlbenco_maskclip.datasets import OpenSDID
+from imdlbenco_maskclip.datasets import BRGen, OpenSDID
 
 STOCK_IMPORT = "from mymodel import MyModel"
 OUR_IMPORT = "import imdlbenco_maskclip.cpu"
@@ -71,16 +71,21 @@ def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
 
     assert benco_maskclip(["export", "sample:test#sdxl", "--output", str(project / "sdxl")]) == 0
-    (project / "balanced_dataset.json").write_text(json.dumps([["OpenSDID", "sample:train#sd15"]]))
+    # BR-Gen's sample beside OpenSDID's: BalancedDataset builds both from the registry, as
+    # BenCo's users list their datasets (BRGen balanced as the authors do, by default).
+    (project / "balanced_dataset.json").write_text(json.dumps([["OpenSDID", "sample:train#sd15"],
+                                                               ["BRGen", "sample:brgen"]]))
     (project / "test_datasets.json").write_text(json.dumps({"sdxl": str(project / "sdxl" / "sdxl.json")}))
 
     stdout = torchrun(project, "train.py", [
-        *TINY, "--data_path", "balanced_dataset.json", "--test_data_path", "test_datasets.json", "--batch_size", "16",
+        *TINY, "--data_path", "balanced_dataset.json", "--test_data_path", "test_datasets.json", "--batch_size", "32",
         "--epochs", "1", "--accum_iter", "1", "--lr", "1e-3", "--warmup_epochs", "0", "--if_not_amp",
         "--output_dir", "train_out", "--log_dir", "train_out"], env)
-    # BalancedDataset built OpenSDID from the registry and drew its 1840 images a round from it.
+    # BalancedDataset built OpenSDID and BRGen from the registry and drew 1840 images a round from each.
     rows = len(OpenSDID("sample:train#sd15", is_resizing=True))
     assert f"Dataset 1: [OpenSDID] sample:train#sd15 subset=all: {rows} samples" in stdout
+    brgen = BRGen("sample:brgen", is_resizing=True)
+    assert f"Dataset 2: [BRGen] sample:brgen#all: {len(brgen)} samples ({len(brgen.drawn)} real" in stdout
     assert "Epoch: [0]  [114/115]" in stdout
     [trained] = log_lines(project / "train_out" / "log.txt")
     assert trained["epoch"] == 0

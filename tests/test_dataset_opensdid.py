@@ -20,6 +20,7 @@ from IMDLBenCo.registry import DATASETS
 
 from imdlbenco_maskclip.datasets import BadSampleError, OpenSDID, OpenSDIDWarning
 from imdlbenco_maskclip.datasets.export import export_source, export_split
+from imdlbenco_maskclip.datasets.mask_area import JsonDatasetWithArea
 from imdlbenco_maskclip.datasets.opensdid import ImageDataError, SourceError, sample_name, to_rgb_uint8
 
 RNG = np.random.default_rng(0)
@@ -136,7 +137,9 @@ def test_items_equal_benco_jsondataset_on_the_same_images(tmp_path, settings):
     (tmp_path / "benco.json").write_text(json.dumps(records))
 
     ours = OpenSDID(str(root), **settings)
-    benco = JsonDataset(str(tmp_path / "benco.json"), **settings)
+    # BenCo's JsonDataset, its samples carrying the full-size mask's area as OpenSDID's do.
+    benco = JsonDatasetWithArea(str(tmp_path / "benco.json"), **settings)
+    assert set(ours[0]) - set(JsonDataset(str(tmp_path / "benco.json"), **settings)[0]) == {"mask_area"}
     assert len(ours) == len(benco) == len(spec)
     for i in range(len(spec)):
         assert_same_item(ours[i], benco[i])
@@ -469,7 +472,7 @@ def test_export_round_trips_through_benco_jsondataset(hub_dir, tmp_path, setting
     assert [r[1] == "Negative" for r in records] == [True, False, False, True, False]
     assert np.asarray(Image.open(records[2][1])).min() == 255  # fully generated: white Gt
     ours = OpenSDID(f"{hub_dir}#sd2", **settings)
-    benco = JsonDataset(str(json_path), **settings)
+    benco = JsonDatasetWithArea(str(json_path), **settings)
     for i in range(len(ours)):
         assert_same_item(ours[i], benco[i])
 

@@ -1,6 +1,7 @@
 """End to end through ``python -m imdlbenco_maskclip`` and torchrun (gloo, CPU): train, test,
-test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP (BenCo's
-baselines through the same pipeline: test_report.py and test_baselines.py)."""
+test-robust and resume on the embedded OpenSDID sample with the tiny MaskCLIP, and that model
+tested on the embedded BR-Gen sample with the BR-Gen paper's protocol (BenCo's baselines
+through the same pipeline: test_report.py and test_baselines.py)."""
 import json
 import math
 import os
@@ -212,3 +213,86 @@ def test_predict_runs_a_trained_checkpoint_on_image_files(trained, tmp_path):
     assert [p["name"] for p in predictions] == ["wide", "tall"]
     assert all(p["predicted_fake"] == int(p["fake_probability"] >= 0.5) for p in predictions)
     assert Image.open(out / "masks" / "tall.png").size == (50, 100)
+
+
+# ---------------------------------------------------------------------------- BR-Gen
+
+BRGEN_TEST = ["test", *TINY, "--dataset", "BRGen", "--test_data_path", "sample:brgen", "--gallery_size", "0"]
+
+
+def brgen_sample_counts():
+    from imdlbenco_maskclip.datasets.brgen_sample import ensure_brgen_sample
+    return read_json(ensure_brgen_sample().parent / "manifest.json")
+
+
+def defined(value):
+    return value is not None and math.isfinite(value)
+
+
+def test_trained_on_opensdid_tested_on_brgen_with_the_papers_protocol(trained, tmp_path):
+    from imdlbenco_maskclip.cli import main
+    from imdlbenco_maskclip.engine.brgen_protocol import AREA_BINS, area_key
+    out = tmp_path / "test"
+    run_cli([*BRGEN_TEST, "--checkpoint_path", str(trained), "--test_splits", "all,gan", "--balance", "0",
+             "--output_dir", str(out)], timeout=600)
+    metrics = read_json(out / "metrics.json")
+    sample = brgen_sample_counts()
+    real, generated = sample["real"], sample["generated"]
+    m = metrics["splits"]["all"]
+    assert (m["n_images"], m["n_real"], m["n_generated"], m["n_partial"]) == (real + generated, real, generated,
+                                                                               generated)
+    assert (m["n_gan"], m["n_diffusion"]) == (2 * generated // 5, 3 * generated // 5)
+    assert m["n_background"] == m["n_stuff"] == generated // 2
+    assert [m[area_key(lo, hi, "n")] for lo, hi in AREA_BINS] == sample["area_bins"]
+    for key in ("real_r50", "gen_r50", "image_f1", "image_auc", "pixel_iou", "gan_r50", "diffusion_r50",
+                "background_r50", "stuff_r50") + tuple(area_key(lo, hi, w) for lo, hi in AREA_BINS
+                                                       for w in ("r50", "pixel_f1")):
+        assert defined(m[key]) and 0 <= m[key] <= 1, key
+    # The generated images' recall is the count-weighted mean of its parts, by family and by area.
+    assert m["gen_r50"] == pytest.approx((m["gan_r50"] * m["n_gan"] + m["diffusion_r50"] * m["n_diffusion"])
+                                         / generated)
+    assert m["gen_r50"] == pytest.approx(sum(m[area_key(lo, hi, "r50")] * m[area_key(lo, hi, "n")]
+                                             for lo, hi in AREA_BINS) / generated)
+    gan = metrics["splits"]["gan"]  # a subset: every real image, the GAN family's generated ones
+    assert (gan["n_real"], gan["n_gan"], gan["n_diffusion"]) == (real, 2 * generated // 5, 0)
+    assert gan["gan_r50"] == pytest.approx(m["gan_r50"]) and gan["real_r50"] == pytest.approx(m["real_r50"])
+    assert metrics["selections"]["all"] == {"dataset": "BRGen", "path": "sample:brgen#all", "balance": 0,
+                                            "seed": 0, "drawn": None}
+    md = (out / "metrics.md").read_text()
+    assert "Tables 2 and 3 form" in md and "Table 7 form" in md and "| < 20% |" in md
+
+    report = tmp_path / "report"
+    assert main(["report", str(out), "--published", "--output_dir", str(report)]) == 0
+    text = (report / "report.md").read_text()
+    assert f"| MaskCLIP (tiny) | all | {m['real_r50']:.3f} ({real}) |" in text
+    assert "| NFA-ViT (published, Tables 3 and 7) | BR-Gen, trained on BR-Gen | 0.992 |" in text
+    assert "| 0.965 | 0.960 | 0.954 | 0.945 | 0.948 |" in text  # Table 7's NFA-ViT row
+    assert "| FatFormer (published, Table 2) | BR-Gen, released model | 0.989 | 0.493 | 0.606 | 0.331 | - |" in text
+
+
+def test_brgen_without_au_has_real_metrics_n_a_and_a_balanced_set_records_its_draw(trained, tmp_path):
+    import shutil
+    from imdlbenco_maskclip.datasets.brgen_sample import ensure_brgen_sample
+    folder = tmp_path / "no_au"
+    for part in ("Tp", "Gt"):
+        (folder / part).mkdir(parents=True)
+        for f in sorted((ensure_brgen_sample() / part).glob("*_COCO_*")):
+            shutil.copy(f, folder / part / f.name)
+    sets = tmp_path / "sets.json"
+    sets.write_text(json.dumps({"no_au": str(folder), "diffusion": "sample:brgen#diffusion"}))
+    out = tmp_path / "test"
+    run_cli([*BRGEN_TEST, "--checkpoint_path", str(trained), "--test_data_path", str(sets), "--balance_seed", "3",
+             "--output_dir", str(out)], timeout=600)
+    metrics = read_json(out / "metrics.json")
+    no_au = metrics["splits"]["no_au"]
+    generated = len(list((folder / "Tp").iterdir()))
+    assert (no_au["n_real"], no_au["n_generated"]) == (0, generated)
+    assert no_au["real_r50"] is None and no_au["image_auc"] is None
+    assert defined(no_au["image_f1"]) and defined(no_au["gen_r50"])
+    assert "image F1 is over the generated images only" in (out / "metrics.md").read_text()
+    real = brgen_sample_counts()["real"]
+    diffusion = metrics["splits"]["diffusion"]
+    assert (diffusion["n_real"], diffusion["n_generated"], diffusion["n_gan"]) == (real, real, 0)  # balanced
+    selection = metrics["selections"]["diffusion"]
+    assert selection["seed"] == 3 and selection["balance"] == 1 and len(selection["drawn"]) == real
+    assert metrics["selections"]["no_au"]["drawn"] is None  # no real image: nothing to match

@@ -77,7 +77,9 @@ def hand_protocol():
     return {"pixel_f1": np.mean(f1s), "pixel_iou": np.mean(ious), "image_f1": 2 * tp / (2 * tp + fp + fn),
             "image_acc": (hard == (labels == 1)).mean(),
             "image_auc": (pos[:, None] > neg[None, :]).mean(),  # no ties in these scores
-            "n_images": N_SAMPLES, "n_partial": len(f1s)}
+            "n_images": N_SAMPLES, "n_partial": len(f1s),
+            # the BR-Gen protocol's recalls (its Split A/B and area bins: tests/test_brgen_protocol.py)
+            "real_r50": (neg <= 0.5).mean(), "gen_r50": (pos > 0.5).mean(), "n_real": len(neg), "n_generated": len(pos)}
 
 
 def protocol_args():
@@ -104,7 +106,10 @@ def _rank_worker(rank, world, port, results):
 def assert_matches_hand(metrics):
     expected = hand_protocol()
     assert metrics["n_images"] == N_SAMPLES and metrics["n_partial"] == expected["n_partial"]
-    for key in ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc"):
+    assert (metrics["n_real"], metrics["n_generated"]) == (expected["n_real"], expected["n_generated"])
+    # No BR-Gen names and no mask areas in these samples: Split A/B empty, every fake of unknown area.
+    assert metrics["n_gan"] == metrics["n_stuff"] == 0 and metrics["n_area_unknown"] == expected["n_generated"]
+    for key in ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc", "real_r50", "gen_r50"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
 
 

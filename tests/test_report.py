@@ -51,8 +51,12 @@ def test_baselines_train_sweep_and_report_side_by_side(tmp_path):
                  str(tmp_path / "maskclip_robust"), "--published", "--output_dir", str(report)]) == 0
 
     measured = {"IML_ViT": read(iml_vit / "metrics.json"), "MaskCLIP (tiny)": read(maskclip / "metrics.json")}
-    iml_rows = [line for line in (iml_vit / "metrics.md").read_text().splitlines() if line.startswith("| IML_ViT |")]
+    opensdi_tables, brgen_tables = (iml_vit / "metrics.md").read_text().split("## The BR-Gen paper's protocol")
+    iml_rows = [line for line in opensdi_tables.splitlines() if line.startswith("| IML_ViT |")]
     assert iml_rows[1:] == ["| IML_ViT | n/a | n/a |"] * 2 and "n/a" not in iml_rows[0]  # no pred_label
+    # The BR-Gen protocol's recalls need image scores too; its IoU does not.
+    brgen_row = next(line for line in brgen_tables.splitlines() if line.startswith("| IML_ViT |")).split(" | ")
+    assert brgen_row[2].startswith("n/a (30)") and brgen_row[5].startswith("n/a (52)") and brgen_row[6] != "n/a"
     with open(report / "report.csv") as f:
         rows = {(r["method"], r["split"]): r for r in csv.DictReader(f)}
     for method, result in measured.items():

@@ -5,9 +5,11 @@ and returns an exit code::
         Build the embedded OpenSDID sample (in the cache, or in DIR) and print its
         folder. Sources ``sample:train`` / ``sample:test`` then read it.
 
-    benco-maskclip export SOURCE --output DIR [--split S] [--subset all|pixel] [--on_bad_sample error|skip]
-        Write one split as BenCo's JSON-list dataset (Tp/, Gt/, <split>.json) and
-        print the JSON's path, usable as a BenCo ``--data_path``/test JSON entry.
+    benco-maskclip export SOURCE --output DIR [--dataset OpenSDID|BRGen] [--split S] [--subset all|pixel]
+                                 [--balance 1|0] [--balance_seed 0] [--on_bad_sample error|skip]
+        Write one split (a BR-Gen set: its drawn images) as BenCo's JSON-list dataset (Tp/,
+        Gt/, <split>.json) and print the JSON's path, usable as a BenCo ``--data_path``/test
+        JSON entry. BR-Gen images keep their file names, so the list JSON gives Split A/B.
 
     benco-maskclip preview SOURCE --output grid.png [--split S] [-n 12] [--subset all|pixel]
                                   [--on_bad_sample error|skip] [--cols 4] [--seed 0]
@@ -15,7 +17,8 @@ and returns an exit code::
         the kind (real / partial / full) and the name.
 
 SOURCE is any OpenSDID source: a hub id, a local folder, ``sample:train`` or
-``sample:test``, optionally ``<source>#<split>``.
+``sample:test``, optionally ``<source>#<split>``; with ``--dataset BRGen`` a BR-Gen folder or
+``sample:brgen``, optionally ``<folder>#<subset>``.
 """
 import sys
 from pathlib import Path
@@ -35,12 +38,19 @@ def sample(args):
 
 
 def _open(args):
-    """The OpenSDID split ``args`` name; a source, split or sample that cannot be used is a user error."""
+    """The OpenSDID split or BR-Gen set ``args`` name (``--dataset``); a source, split or sample
+    that cannot be used is a user error."""
+    from .brgen import BRGen
     from .opensdid import OpenSDID, SourceError
+    if args.dataset == "BRGen":
+        if args.subset != "all":
+            raise UserError(f"--subset {args.subset} is OpenSDID's", hint="BR-Gen subsets: --split or '<folder>#<subset>'")
+        dataset, options = BRGen, dict(balance=args.balance, seed=args.balance_seed)
+    else:
+        dataset, options = OpenSDID, dict(subset=args.subset)
     try:
         # BenCo insists on a resize or pad transform; export and preview read raw rows and never use it.
-        return OpenSDID(args.source, is_resizing=True, split=args.split, subset=args.subset,
-                        on_bad_sample=args.on_bad_sample)
+        return dataset(args.source, is_resizing=True, split=args.split, on_bad_sample=args.on_bad_sample, **options)
     except SourceError as exc:
         raise UserError(f"{args.source}: {exc}", hint=exc.hint) from exc
 

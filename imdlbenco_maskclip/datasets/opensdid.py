@@ -65,6 +65,7 @@ from IMDLBenCo.datasets.utils import pil_loader
 from IMDLBenCo.registry import DATASETS
 
 from ..errors import DataError
+from .mask_area import MaskAreaMixin
 from .parquet_rows import (ImageDataError, ParquetRows, SourceError, cell_value, check_columns, has_image_data,
                            labels_to_int)
 
@@ -77,7 +78,7 @@ _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class BadSampleError(DataError):
-    """One row of an OpenSDID source that cannot be used; ``key`` names it.
+    """One row of an OpenSDID source (or a BR-Gen folder) that cannot be used; ``key`` names it.
 
     A DataLoader worker's error reaches the main process rebuilt from its traceback text,
     as ``BadSampleError(text)``: ``key`` and ``reason`` are then None.
@@ -86,7 +87,7 @@ class BadSampleError(DataError):
     hint = "--on_bad_sample skip leaves such samples out, counted and listed"
 
     def __init__(self, key, reason=None):
-        super().__init__(key if reason is None else f"OpenSDID sample {key!r}: {reason}")
+        super().__init__(key if reason is None else f"sample {key!r}: {reason}")
         self.key, self.reason = (None, None) if reason is None else (key, reason)
 
 
@@ -326,7 +327,7 @@ def _open_local_dir(root, split, where):
 # ---------------------------------------------------------------------------
 
 @DATASETS.register_module()
-class OpenSDID(AbstractDataset):
+class OpenSDID(MaskAreaMixin, AbstractDataset):
     """OpenSDID rows in BenCo's dataset contract; see the module docstring.
 
     Per-row metadata, available without decoding images: ``keys``, ``names``,
@@ -365,17 +366,28 @@ class OpenSDID(AbstractDataset):
         if self._split_arg is not None and split_in_path is not None and self._split_arg != split_in_path:
             raise SourceError(f"conflicting splits: split={self._split_arg!r} but the path {path!r} selects "
                               f"{split_in_path!r}; give the split once")
-        self._store, self.split, self.source = open_rows(source, self._split_arg or split_in_path)
+        self._store, self.split, self.source = self._open_store(source, self._split_arg or split_in_path)
         self.entry_path = f"{self.source}#{self.split}"
         self._all_names = self._unique_names(self._store.keys)
-        self._all_partial = np.array(["partial" in (k or "") for k in self._store.keys], dtype=bool) \
-            & (self._store.labels == 1)
-        rows = self._metadata_checks()
+        self._all_partial = self._partial_rows()
+        rows = self._select(self._metadata_checks())
         if self.subset == "pixel":
             rows = rows[self._all_partial[rows]]
         self._bad_rows = set()
         self._rows = rows
         return self._paths()
+
+    def _open_store(self, source, split):
+        """-> (row store, split, source description); subclasses read other layouts."""
+        return open_rows(source, split)
+
+    def _partial_rows(self):
+        """Bool per row of the store: a locally edited fake (the module docstring's rule)."""
+        return np.array(["partial" in (k or "") for k in self._store.keys], dtype=bool) & (self._store.labels == 1)
+
+    def _select(self, rows):
+        """The rows (valid ones, in store order) this dataset serves; subclasses draw from them."""
+        return rows
 
     def _get_image(self, index):
         n = len(self._rows)
@@ -391,7 +403,8 @@ class OpenSDID(AbstractDataset):
                 continue
             shape = (tp_img.shape[1], tp_img.shape[0])
             # tp_path / gt_path are built once per index by _paths(), in step with _rows.
-            return tp_img, gt_img, label, shape, shape, self.tp_path[position], self.gt_path[position]
+            return self._with_mask_area((tp_img, gt_img, label, shape, shape, self.tp_path[position],
+                                         self.gt_path[position]))
         raise SourceError(f"{self.entry_path}: every sample is bad; {self.report()}")
 
     # -- public API ----------------------------------------------------------
@@ -554,7 +567,8 @@ class OpenSDID(AbstractDataset):
     def _metadata_checks(self):
         store = self._store
         labels = store.labels
-        bad = {}
+        # A layout's own findings (a file name that does not parse, a missing mask file) come first.
+        bad = dict(getattr(store, "problems", {}))
         for row in np.flatnonzero((labels != 0) & (labels != 1)):
             bad[row] = f"label must be 0 (real) or 1 (fake), the row has {labels[row]}"
         for row in np.flatnonzero(~store.has_image):

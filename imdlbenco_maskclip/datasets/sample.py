@@ -154,21 +154,29 @@ def sample_dir():
 
 def ensure_sample():
     """The sample's folder, built first if missing. Safe across processes (file lock + rename)."""
+    return ensure_built(sample_dir(), build_sample)
+
+
+def ensure_built(final, build):
+    """``final``, built first by ``build(folder)`` if it has no manifest.json (file lock + rename)."""
     from filelock import FileLock
-    final = sample_dir()
     if (final / "manifest.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock", timeout=600):
         if not (final / "manifest.json").is_file():
-            write_sample(final)
+            write_atomically(final, build)
     return final
 
 
 def write_sample(out_dir):
-    """Build the sample into ``out_dir`` atomically: a sibling temp folder renamed at the end.
+    """Build the sample into ``out_dir`` atomically; see :func:`write_atomically`."""
+    return write_atomically(out_dir, build_sample)
 
-    An existing complete sample at ``out_dir`` is kept. Returns the manifest.
+
+def write_atomically(out_dir, build):
+    """Run ``build(folder)`` (which returns the manifest) into a sibling temp folder, renamed to
+    ``out_dir`` at the end. An existing complete build at ``out_dir`` is kept. Returns the manifest.
     """
     out_dir = Path(out_dir)
     if (out_dir / "manifest.json").is_file():
@@ -176,7 +184,7 @@ def write_sample(out_dir):
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        manifest = build_sample(tmp)
+        manifest = build(tmp)
         try:
             os.rename(tmp, out_dir)
         except OSError:

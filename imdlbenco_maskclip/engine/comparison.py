@@ -5,7 +5,8 @@ test) and ``test-robust``'s ``robustness.json``, and writes to ``--output_dir``:
 forms, best and second best marked, averages over splits, where each method's image scores
 come from), ``report.csv``, and with robustness results ``robustness.csv`` and
 ``plots/compare_<metric>.png`` (Figure 5 form). ``--published`` adds the paper's numbers
-(``imdlbenco_maskclip.published``), labelled as published. Runs of one method on different
+(``imdlbenco_maskclip.published``), labelled as published, and the BR-Gen paper's Tables 2, 3
+and 7 beside the BR-Gen protocol's tables. Runs of one method on different
 splits (one ``test`` per split) are one row; a method tested twice on a split gets a row per
 run, named with its folder.
 """
@@ -17,12 +18,14 @@ from .. import published
 from ..errors import UserError
 from .evaluators import METRIC_KEYS
 from . import reporting
+from .brgen_protocol import AREA_BINS, PROTOCOL_KEYS, TABLE_2_3_COLUMNS, area_key
 
 RESULT_FILES = ("metrics.json", "robustness.json")
 
 
 def _nan_for_null(metrics):
-    return {k: (math.nan if v is None and k in METRIC_KEYS else v) for k, v in metrics.items()}
+    undefined = set(METRIC_KEYS) | set(PROTOCOL_KEYS)
+    return {k: (math.nan if v is None and k in undefined else v) for k, v in metrics.items()}
 
 
 def result_files(paths):
@@ -83,14 +86,28 @@ def with_published(entries):
     return {**entries, **added}
 
 
+def brgen_published_rows():
+    """[(label, set, {metric key: value})] of the BR-Gen paper's Tables 2 and 3, Table 7's bins
+    joined to the Table 3 rows of the same method (both on models trained on BR-Gen)."""
+    keys = [key for _, key in TABLE_2_3_COLUMNS]
+    rows = [(f"{method} (published, Table 2)", "BR-Gen, released model", dict(zip(keys, values)))
+            for method, values in published.BRGEN_TABLE_2.items()]
+    for method, values in published.BRGEN_TABLE_3.items():
+        bins = {area_key(lo, hi, "r50"): v for (lo, hi), v in zip(AREA_BINS, published.BRGEN_TABLE_7.get(method, ()))}
+        rows.append((f"{method} (published, Tables 3 and 7)", "BR-Gen, trained on BR-Gen",
+                     {**dict(zip(keys, values)), **bins}))
+    return rows
+
+
 def run(args):
     entries, robust = collect(args.runs)
     if not entries and not robust:
         raise UserError("no results to compare")
+    brgen_published = brgen_published_rows() if args.published else []
     if args.published:
         entries = with_published(entries)
     title = "Comparison of " + ", ".join(dict.fromkeys([*entries, *robust]))
-    paths = reporting.write_comparison(args.output_dir, entries, robust, title)
+    paths = reporting.write_comparison(args.output_dir, entries, robust, title, brgen_published)
     print("[report] " + ", ".join(paths))
     if entries:  # report.md
         with open(paths[0], encoding="utf-8") as f:

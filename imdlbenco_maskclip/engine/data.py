@@ -23,6 +23,7 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.datasets import BalancedDataset, JsonDataset
 from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
+from ..datasets.mask_area import WITH_AREA
 from ..datasets.opensdid import BadSampleError, parse_source
 from ..errors import DataError, UserError
 
@@ -147,6 +148,8 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
         takes = inspect.signature(cls).parameters
         if split is not None and parse_source(path)[1] is None and "split" in takes:
             kwargs["split"] = split
+        if "balance" in takes:  # BRGen: the authors' balanced draw
+            kwargs.update(balance=args.balance, seed=args.balance_seed)
         if "on_bad_sample" in takes:
             kwargs["on_bad_sample"] = args.on_bad_sample
         elif args.on_bad_sample == "skip":
@@ -158,7 +161,7 @@ def open_dataset(path, args, transform=None, split=None, flag="--data_path"):
     # A dataset names a bad source or split with a DataError (a bad sample with its own
     # BadSampleError, which says the key); anything else is a bug and keeps its traceback.
     try:
-        return cls(path, **kwargs)
+        return WITH_AREA.get(cls, cls)(path, **kwargs)  # BenCo's own classes, with samples' mask_area
     except BadSampleError:
         raise
     except DataError as exc:
@@ -204,6 +207,7 @@ def open_test_dataset(args, name, source, transform=None):
             f"entries at random, with repeats, so the metrics would not cover every test image once (and a "
             f"robustness sweep's perturbations would not reach its images). Give this set a single dataset "
             f"source instead, e.g. \"{name}\": \"nebula/OpenSDI_test#sd15\" or a JsonDataset list [[tp, gt], ...].")
+    print(f"[data] {name}: {dataset}")
     if args.on_bad_sample == "skip" and hasattr(dataset, "validate"):
         # Checked whole now, bad samples dropped from the index: none is replaced by another
         # one during evaluation, so every remaining sample counts exactly once.
@@ -217,6 +221,11 @@ def open_test_dataset(args, name, source, transform=None):
 def skipped_samples(datasets):
     """{set name: {sample key: reason}} for the sets that skipped samples."""
     return {name: dict(dataset.skipped) for name, dataset in datasets.items() if getattr(dataset, "skipped", None)}
+
+
+def dataset_selections(datasets):
+    """{set name: what repeats its draw (balance, seed, drawn files)} for the sets that draw (BRGen)."""
+    return {name: dataset.selection() for name, dataset in datasets.items() if hasattr(dataset, "selection")}
 
 
 def pin_memory(args):

@@ -92,7 +92,8 @@ def run(args, model_args):
         write_logs(args, results, epoch, writers)
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
                 "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args),
-                "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()})}
+                "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()}),
+                "selections": data.dataset_selections({name: loader.dataset for name, loader in loaders.items()})}
         paths = reporting.write_metrics(args.output_dir, results, reporting.average(results), meta,
                                         f"{meta['method']}, {os.path.basename(args.checkpoint_path)} (epoch {epoch})")
         print(f"[test] metrics: {paths[1]} and {paths[0]}")

@@ -6,7 +6,9 @@ Per test set, in one pass of BenCo's ``test_one_epoch``:
   per image, averaged over the locally edited fakes only;
 * image F1, accuracy and AUC (BenCo ``ImageF1`` / ``ImageAccuracy`` / ``ImageAUC``) over
   all images; NaN for models without ``pred_label`` (e.g. IML_ViT);
-* how many images and partial fakes were evaluated.
+* how many images and partial fakes were evaluated;
+* the BR-Gen paper's figures (``brgen_protocol``): Recall@50 of real and generated images,
+  Split A/B, results by edited area, from per-image records (``ImageRecords``).
 
 A partial fake is recognised from the batch itself: ``label == 1`` and a mask that is
 neither empty nor full inside ``shape_mask`` (the whole image without padding). Fully
@@ -34,6 +36,7 @@ from IMDLBenCo.evaluation import AbstractEvaluator, ImageAccuracy, ImageAUC, Ima
 from IMDLBenCo.training_scripts.tester import test_one_epoch
 
 from ..compat import collective_device
+from .brgen_protocol import protocol_figures
 from .models import fake_probabilities
 
 METRIC_KEYS = ("pixel_f1", "pixel_iou", "image_f1", "image_acc", "image_auc")
@@ -157,6 +160,16 @@ def image_score_from_mask(predict, shape_mask=None):
     return predict.flatten(1).amax(dim=1)
 
 
+def image_scores(predict, predict_label, shape_mask, rule):
+    """[B] P(fake) per image: the model's ``pred_label``, else with ``rule="max"``
+    :func:`image_score_from_mask`; None when the model gives no image score."""
+    if predict_label is not None:
+        return fake_probabilities({"pred_label": predict_label})
+    if rule == "max" and predict is not None:
+        return image_score_from_mask(predict, shape_mask)
+    return None
+
+
 class ImageMetricIfPredicted(AbstractEvaluator):
     """A BenCo image evaluator that yields NaN for models with no ``pred_label``, or, with
     ``rule="max"``, scores their images by :func:`image_score_from_mask`.
@@ -174,15 +187,10 @@ class ImageMetricIfPredicted(AbstractEvaluator):
         self.source = None  # kept after the pass, for the run's metadata
 
     def _scores(self, predict, predict_label, shape_mask):
-        if predict_label is not None:
-            self.source = "pred_label"
-            scores = fake_probabilities({"pred_label": predict_label})
-        elif self.rule == "max" and predict is not None:
-            self.source = self.rule
-            scores = image_score_from_mask(predict, shape_mask)
-        else:
-            return None
-        self.fed = True
+        scores = image_scores(predict, predict_label, shape_mask, self.rule)
+        if scores is not None:
+            self.source = "pred_label" if predict_label is not None else self.rule
+            self.fed = True
         return scores
 
     def batch_update(self, predict=None, predict_label=None, label=None, shape_mask=None, **kwargs):
@@ -213,6 +221,65 @@ class ImageMetricIfPredicted(AbstractEvaluator):
         self.inner.recovery()
 
 
+class ImageRecords(AbstractEvaluator):
+    """Collects one record per image for the BR-Gen protocol (``brgen_protocol.protocol_figures``),
+    every image once (module docstring: each rank's share all-gathered, the tail added once).
+
+    ``epoch_update`` returns the number of images recorded (BenCo logs a number per
+    evaluator) and leaves the figures in ``figures``. ``rule``: how a model without
+    ``pred_label`` scores images (``evaluators.image_scores``).
+    """
+
+    key = None  # its figures, not its count, are the results
+
+    def __init__(self, rule="none"):
+        super().__init__()
+        self.name = self.desc = "BR-Gen protocol images"
+        self.rule = rule
+        self.pixel_f1 = PixelF1(threshold=0.5, mode="origin")
+        self.figures = None
+        self.recovery()
+
+    def _records(self, predict, predict_label, mask, label, shape_mask, name, mask_area):
+        label = label.reshape(-1)
+        scores = image_scores(predict, predict_label, shape_mask, self.rule)
+        scores = [math.nan] * len(label) if scores is None else scores.double().cpu().tolist()
+        pixel = [math.nan] * len(label)
+        if predict is not None:
+            rows = partial_rows(mask, label, shape_mask)
+            if rows.any():
+                values = self.pixel_f1.batch_update(predict[rows], mask[rows],
+                                                    None if shape_mask is None else shape_mask[rows])
+                for i, value in zip(torch.nonzero(rows).flatten().tolist(), values.double().cpu().tolist()):
+                    pixel[i] = value
+        areas = ([math.nan] * len(label) if mask_area is None
+                 else torch.as_tensor(mask_area).double().reshape(-1).cpu().tolist())
+        return [{"label": int(lab), "score": s, "name": str(n), "area": a, "pixel_f1": f}
+                for lab, s, n, a, f in zip(label.cpu().tolist(), scores, name, areas, pixel)]
+
+    def batch_update(self, predict=None, predict_label=None, mask=None, label=None, shape_mask=None,
+                     name=None, mask_area=None, **kwargs):
+        self.share += self._records(predict, predict_label, mask, label, shape_mask, name, mask_area)
+        return None
+
+    def remain_update(self, predict=None, predict_label=None, mask=None, label=None, shape_mask=None,
+                      name=None, mask_area=None, **kwargs):
+        self.tail += self._records(predict, predict_label, mask, label, shape_mask, name, mask_area)
+        return None
+
+    def epoch_update(self):
+        shares = [self.share]
+        if misc.is_dist_avail_and_initialized():
+            shares = [None] * dist.get_world_size()
+            dist.all_gather_object(shares, self.share)
+        records = [r for share in shares for r in share] + self.tail
+        self.figures = protocol_figures(records)
+        return float(len(records))
+
+    def recovery(self):
+        self.share, self.tail = [], []
+
+
 def image_score_source(evaluators):
     """Where the image metrics of the last pass came from: "pred_label", a key of
     ``IMAGE_SCORE_RULES``, or None (not scored)."""
@@ -231,6 +298,7 @@ def build_evaluators(image_score_rule="none"):
         ImageMetricIfPredicted(ImageAUC(), "image_auc", image_score_rule),
         SampleCount("images evaluated", "n_images", partial_only=False),
         SampleCount("partial fakes evaluated", "n_partial", partial_only=True),
+        ImageRecords(image_score_rule),
     ]
 
 
@@ -251,9 +319,11 @@ def evaluate(model, loaders, evaluators, device, epoch, args, log_writers=None, 
         stats = test_one_epoch(model, data_loader=loader, evaluator_list=evaluators, device=device, epoch=epoch,
                                name=name, log_writer=writer, print_freq=args.print_freq, args=args,
                                is_test=is_test)
-        metrics = {ev.key: float(stats[ev.name]) for ev in evaluators}
+        metrics = {ev.key: float(stats[ev.name]) for ev in evaluators if ev.key}
         metrics["n_images"] = int(round(metrics["n_images"]))
         metrics["n_partial"] = int(round(metrics["n_partial"]))
+        for ev in evaluators:
+            metrics.update(getattr(ev, "figures", None) or {})
         if report is not None:
             report(name, metrics, loader.dataset)
         results[name] = metrics

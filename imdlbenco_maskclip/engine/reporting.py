@@ -13,7 +13,9 @@ import numpy as np
 
 import IMDLBenCo.training_scripts.utils.misc as misc
 
+from .. import published
 from ..figures import plot_robustness, plot_robustness_comparison, split_title
+from . import brgen_protocol
 from .evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
 
 COUNT_KEYS = ("n_images", "n_partial")
@@ -109,6 +111,9 @@ def metrics_markdown(results, avg, method, title):
     lines += table("Image level, all images: AUC", "image_auc")
     lines += counts
     lines.append("n/a: undefined (no partial fake in the set, or the model gives no image-level prediction).")
+    brgen_rows = [(method, split_title(n), results[n]) for n in names if brgen_protocol.has_figures(results[n])]
+    if brgen_rows:
+        lines += ["", "## The BR-Gen paper's protocol", ""] + brgen_protocol.tables_markdown(brgen_rows)
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +139,8 @@ def csv_value(value):
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-ROBUST_COLUMNS = ("split", "perturbation", "level") + METRIC_KEYS + COUNT_KEYS
+ROBUST_COLUMNS = (("split", "perturbation", "level") + METRIC_KEYS + COUNT_KEYS + brgen_protocol.PROTOCOL_KEYS
+                  + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
 def write_robustness(output_dir, rows, meta):
@@ -146,7 +152,7 @@ def write_robustness(output_dir, rows, meta):
         writer = csv.DictWriter(f, fieldnames=ROBUST_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: csv_value(row[k]) for k in ROBUST_COLUMNS})
+            writer.writerow({k: csv_value(row.get(k)) for k in ROBUST_COLUMNS})
     return [json_path, csv_path] + plot_robustness(os.path.join(output_dir, "plots"), rows, meta["method"])
 
 
@@ -169,7 +175,9 @@ def print_test_results(name, metrics, dataset, args):
               f"{expected_partial}: edits that vanish when resized to --image_size {args.image_size}, or "
               f"that lie outside the top-left crop BenCo's --if_padding keeps of larger images, are not scored")
     print(f"[test] {name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in metrics.items()))
+                                        for k, v in metrics.items() if k in METRIC_KEYS + COUNT_KEYS))
+    if brgen_protocol.has_figures(metrics):
+        print(f"[test] {name} (BR-Gen protocol): {brgen_protocol.summary(metrics)}")
 
 
 def test_printers(args):
@@ -209,7 +217,7 @@ def comparison_values(entries, columns):
     return table
 
 
-def comparison_markdown(entries, title):
+def comparison_markdown(entries, title, brgen_published=()):
     """The paper's Table 3 (pixel IoU/F1) and Table 4 (image F1/accuracy, and AUC) forms for
     several methods: per column and metric the best measured value in bold, the second
     best in italics; published rows are shown, not ranked."""
@@ -251,20 +259,29 @@ def comparison_markdown(entries, title):
                        "scores an image by the maximum of its mask)")
         lines.append(f"- {label}: {source}")
     lines += ["", "Sources:", ""] + [f"- {label}: {', '.join(entry['files'])}" for label, entry in entries.items()]
+    brgen_rows = [(label, split_title(split), metrics) for label, entry in entries.items()
+                  for split, metrics in entry["splits"].items() if brgen_protocol.has_figures(metrics)]
+    if brgen_rows or brgen_published:
+        lines += ["", "## The BR-Gen paper's protocol", ""] + brgen_protocol.tables_markdown(brgen_rows)
+        if brgen_published:
+            lines += ["Published (" + published.BRGEN_CITATION + "), not measured here:", ""]
+            lines += brgen_protocol.tables_markdown(brgen_published, counts=False)
     return "\n".join(lines) + "\n"
 
 
-COMPARISON_COLUMNS = ("method", "source", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
+COMPARISON_COLUMNS = (("method", "source", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
+                      + brgen_protocol.PROTOCOL_KEYS + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
-def write_comparison(output_dir, entries, robust_rows, title):
+def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()):
     """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
     ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
-    the curves under plots/ -> the paths."""
+    the curves under plots/ -> the paths. ``brgen_published``: the BR-Gen paper's rows
+    (``comparison.brgen_published_rows``), shown in report.md's BR-Gen tables."""
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     if entries:
-        paths += _write_comparison_tables(output_dir, entries, title)
+        paths += _write_comparison_tables(output_dir, entries, title, brgen_published)
     if robust_rows:
         robust_csv = os.path.join(output_dir, "robustness.csv")
         with open(robust_csv, "w", newline="", encoding="utf-8") as f:
@@ -277,11 +294,11 @@ def write_comparison(output_dir, entries, robust_rows, title):
     return paths
 
 
-def _write_comparison_tables(output_dir, entries, title):
+def _write_comparison_tables(output_dir, entries, title, brgen_published):
     md_path = os.path.join(output_dir, "report.md")
     csv_path = os.path.join(output_dir, "report.csv")
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(comparison_markdown(entries, title))
+        f.write(comparison_markdown(entries, title, brgen_published))
     table = comparison_values(entries, comparison_columns(entries))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
