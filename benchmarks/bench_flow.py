@@ -15,16 +15,27 @@ Two parts, printed as one markdown table:
   post function included: CAT-Net's DCT coefficients). The FLOPs each step counts and the fraction of
   the machine's fp32 matmul throughput (measured in the same run) come with it.
 
+* **Reading OpenSDID at full size** (``--scale_shards``, e.g. 70 as SD1.5's training split):
+  synthetic shards in the hub's layout and schema, row groups of ``--scale_group_rows`` rows
+  (HF ``datasets`` wrote image datasets in row groups of 100), of 512 px PNG bytes repeated
+  (each copy made unique after the PNG's end, so that parquet stores every copy as the hub's
+  shards do). The reader in place (pyarrow) beside the earlier one (HF ``datasets``' Arrow
+  copy, ``Dataset.from_parquet``), each in a fresh child process that holds no model: first
+  open time, bytes the process wrote, its USS memory after reading, and samples/s of one
+  process reading rows in a shuffled order and in order (fetch and PNG decode, image and mask;
+  the rest of the pipeline is the same for both). Then two processes open the shards at once.
+
 Example, the figures in docs/performance.md (2 CPU threads)::
 
     python benchmarks/bench_flow.py --threads 2
+    python benchmarks/bench_flow.py --models '' --augments none --input_sizes '' --scale_shards 70
 
 Needs the baselines extra for CAT-Net (``jpegio``); ``--models`` chooses. Nothing is
 downloaded; every file it writes goes to a temporary folder.
 """
 import argparse
 import json
-import os
+import resource
 import sys
 import tempfile
 import time
@@ -55,6 +66,10 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="timed steps per model phase, after one warm-up")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--scale_shards", type=int, default=0, help="parquet shards of the scale rows (0: none)")
+    parser.add_argument("--scale_rows", type=int, default=120, help="rows per scale shard")
+    parser.add_argument("--scale_group_rows", type=int, default=100, help="rows per parquet row group")
+    parser.add_argument("--scale_reads", type=int, default=200, help="rows read per scale measurement")
     return parser.parse_args(argv)
 
 
@@ -99,6 +114,131 @@ def loading_rate(path: str, augment: str, args) -> float:
     for index in range(len(dataset)):
         dataset[index]
     return len(dataset) / (time.perf_counter() - start)
+
+
+def write_scale_shards(root: Path, args) -> list:
+    """``--scale_shards`` sd15 shards in the hub's layout: reals, partial fakes with masks, full fakes."""
+    import io
+
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from imdlbenco_maskclip.datasets import OpenSDID
+
+    sample = OpenSDID("sample:test#sd15", is_resizing=True)
+    pngs, masks = [], []
+    for index, _, image, mask, _ in sample.iter_raw():
+        if len(pngs) == 8:
+            break
+        for array, store, kernel in ((image, pngs, Image.Resampling.BICUBIC), (mask[:, :, 0], masks, Image.Resampling.NEAREST)):
+            buffer = io.BytesIO()
+            Image.fromarray(array).resize((512, 512), kernel).save(buffer, format="PNG")
+            store.append(buffer.getvalue())
+    features = datasets.Features({"key": datasets.Value("string"), "image": datasets.Image(),
+                                  "mask": datasets.Image(), "label": datasets.ClassLabel(names=["real", "fake"])})
+    files = []
+    for shard in range(args.scale_shards):
+        keys, images, shard_masks, labels = [], [], [], []
+        for i in range(shard * args.scale_rows, (shard + 1) * args.scale_rows):
+            kind = ("real", "partial", "full")[i % 3]
+            keys.append(f"{kind}/sd15/{'real' if kind == 'real' else 'fake'}/{i:09d}.png")
+            images.append({"bytes": pngs[i % len(pngs)] + i.to_bytes(8, "little"), "path": None})
+            shard_masks.append({"bytes": masks[i % len(masks)], "path": None} if kind == "partial" else None)
+            labels.append(int(kind != "real"))
+        table = pa.Table.from_pydict({"key": keys, "image": images, "mask": shard_masks, "label": labels},
+                                     schema=features.arrow_schema)
+        path = root / "data" / f"sd15-{shard:05d}-of-{args.scale_shards:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=args.scale_group_rows)
+        files.append(path)
+    return files
+
+
+def _written_bytes():
+    with open("/proc/self/io") as f:
+        return int(dict(line.split(": ") for line in f.read().splitlines())["wchar"])
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def scale_child(reader: str, files: list, cache_dir: str, reads: int, queue) -> None:
+    """One reader in a fresh process: open, then shuffled and in-order reads; figures to ``queue``."""
+    import numpy as np
+    import psutil
+
+    from imdlbenco_maskclip.datasets.opensdid import _ArrowRows, _open_image, to_rgb_uint8
+    from imdlbenco_maskclip.datasets.parquet_rows import ParquetRows
+
+    baseline_uss = psutil.Process().memory_full_info().uss
+    written = _written_bytes()
+    start = time.perf_counter()
+    if reader == "in place":
+        store = ParquetRows(files, "scale#sd15")
+    else:
+        import datasets
+        store = _ArrowRows(datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=cache_dir), "scale#sd15")
+    open_s = time.perf_counter() - start
+
+    def read(rows):
+        start = time.perf_counter()
+        for row in rows:
+            to_rgb_uint8(_open_image(store.fetch(int(row), "image"), "image"))
+            if store.has_mask[row]:
+                to_rgb_uint8(_open_image(store.fetch(int(row), "mask"), "mask"))
+        return len(rows) / (time.perf_counter() - start)
+
+    shuffled = np.random.default_rng(0).permutation(len(store))[:reads]
+    shuffled_rate = read(shuffled)
+    in_order_rate = read(np.arange(min(reads, len(store))))
+    queue.put({"reader": reader, "rows": len(store), "open_s": open_s,
+               "written_bytes": _written_bytes() - written, "cache_bytes": _folder_bytes(Path(cache_dir)),
+               "uss_gb": psutil.Process().memory_full_info().uss / 2**30, "baseline_uss_gb": baseline_uss / 2**30,
+               "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+               "shuffled_per_s": shuffled_rate, "in_order_per_s": in_order_rate})
+
+
+def scale_rows(root: Path, args) -> list:
+    """The scale rows: each reader alone in a child, then two in-place readers at once."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    print(f"writing {args.scale_shards} shards of {args.scale_rows} rows ...", file=sys.stderr, flush=True)
+    files = write_scale_shards(root / "scale", args)
+    size_gb = sum(f.stat().st_size for f in files) / 2**30
+    lines = []
+
+    def run(readers):
+        queue = context.Queue()
+        children = [context.Process(target=scale_child, args=(reader, files, str(root / f"arrow_{i}"),
+                                                              args.scale_reads, queue))
+                    for i, reader in enumerate(readers)]
+        for child in children:
+            child.start()
+        results = [queue.get() for _ in children]
+        for child in children:
+            child.join()
+        return results
+
+    for reader in ("in place", "HF Arrow copy"):
+        print(f"scale: {reader} ...", file=sys.stderr, flush=True)
+        (f,) = run([reader])
+        name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (earlier reader)"
+        lines.append(f"| data at scale | {name} | {len(files)} shards, {f['rows']:,} rows, {size_gb:.1f} GB, "
+                     f"row groups of {args.scale_group_rows} | 1 process | first open {f['open_s']:.1f} s, "
+                     f"wrote {f['written_bytes'] / 2**20:,.0f} MiB (cache {f['cache_bytes'] / 2**20:,.0f} MiB), "
+                     f"USS {f['uss_gb']:.2f} GiB ({f['baseline_uss_gb']:.2f} after imports), "
+                     f"peak RSS {f['peak_rss_gb']:.2f} GiB; {f['shuffled_per_s']:.1f} samples/s shuffled, "
+                     f"{f['in_order_per_s']:.1f} in order | | |")
+    print("scale: two processes at once ...", file=sys.stderr, flush=True)
+    both = run(["in place", "in place"])
+    opens = " and ".join(f"{f['open_s']:.1f}" for f in both)
+    lines.append(f"| data at scale | OpenSDID in place (pyarrow) | the same shards | 2 processes at once "
+                 f"| first open {opens} s, wrote {sum(f['written_bytes'] for f in both) / 2**20:,.0f} MiB | | |")
+    return lines
 
 
 def trufor_files(folder: Path):
@@ -164,8 +304,6 @@ def main():
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench_flow_") as tmp:
         root = Path(tmp)
-        # Keep HF datasets' Arrow copies of the parquet files inside the temporary folder.
-        os.environ["HF_DATASETS_CACHE"] = str(root / "hf_cache")
         machine_before = matmul_gflops(torch.device(args.device))
         inputs = {}
         for side in (int(s) for s in args.input_sizes.split(",") if s):
@@ -178,6 +316,8 @@ def main():
                     rate = loading_rate(str(path), augment, args)
                     lines.append(f"| data | {reader} | {side} px PNG -> {args.image_size}, --augment {augment} "
                                  f"| 1 worker | {rate:.1f} samples/s | | |")
+        if args.scale_shards:
+            lines += scale_rows(root, args)
         figures = {}
         if names:
             # Any stored size serves: the pipeline resizes to --image_size before the model.

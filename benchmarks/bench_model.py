@@ -5,11 +5,13 @@ Random weights (no downloads). Prints one markdown table. Example, the paper set
     python benchmarks/bench_model.py --setting vitl14_mae --batch_size 1 --image_size 512 --threads 2 --steps 3
 
 ``--reference`` times the authors' model (``../shared/reference/authors-maskclip`` or
-``authors-nfavit``, or ``--reference_code DIR``) beside ours at the same settings, alternately, each measurement in a
-child process of its own so that peak memory is per model. Every row also gives the machine's
-fp32 matmul throughput, measured in the same process before and after the timed phases, and
-the fraction of it the model reached (model FLOPs counted by ``torch.utils.flop_counter``):
-figures from another machine or another day compare nothing.
+``authors-nfavit``, or ``--reference_code DIR``) beside ours at the same settings, alternately. Each phase (training
+step, inference) of each model runs in a child process of its own, so that peak memory is per
+model and phase. Every row also gives the machine's matmul throughput in the dtype being run
+(``--dtype``), measured in the same process before and after the timed phase, and the fraction
+of it the model reached (model FLOPs counted by ``torch.utils.flop_counter``): figures from
+another machine or another day compare nothing. ``--profile`` adds the inference's costliest
+operators (``torch.profiler``, self CPU time).
 
 Peak memory is CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set
 (``ru_maxrss``), which includes building the model.
@@ -48,7 +50,10 @@ def parse_args(argv=None):
                         help="also time the authors' model (vitl14_mae only), alternately with ours")
     parser.add_argument("--reference_code", help="folder of the authors' code (default: the --model's in ../shared)")
     parser.add_argument("--rounds", type=int, default=2, help="with --reference: alternations of ours and theirs")
+    parser.add_argument("--profile", action="store_true", help="print the inference's top operators")
+    parser.add_argument("--phases", default="train,inference", help="phases to measure, comma-separated")
     parser.add_argument("--child", choices=("ours", "authors"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("train", "inference"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.reference_code = args.reference_code or str(REFERENCES[args.model])
     return args
@@ -108,10 +113,10 @@ def counted_flops(step) -> int:
     return counter.get_total_flops()
 
 
-def matmul_gflops(device: torch.device, seconds: float = 1.0) -> float:
-    """fp32 GEMM throughput of the machine right now, on ViT-MLP-like shapes."""
-    a = torch.randn(1024, 1024, device=device)
-    b = torch.randn(1024, 4096, device=device)
+def matmul_gflops(device: torch.device, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """GEMM throughput of the machine right now in ``dtype``, on ViT-MLP-like shapes."""
+    a = torch.randn(1024, 1024, device=device, dtype=dtype)
+    b = torch.randn(1024, 4096, device=device, dtype=dtype)
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
@@ -191,42 +196,58 @@ def measure(args) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    gflops_before = matmul_gflops(device)
-    train_seconds, train_flops, inference_seconds, inference_flops = time_both_phases(
-        model, train_step, inference_step, args.steps, device)
-    gflops_after = matmul_gflops(device)
+    step = train_step if args.phase == "train" else inference_step
+    model.train(args.phase == "train")
+    gflops_before = matmul_gflops(device, dtype=dtype)
+    seconds, flops = timed(step, args.steps, device), counted_flops(step)
+    gflops_after = matmul_gflops(device, dtype=dtype)
+    profile = top_operators(inference_step) if args.profile and args.phase == "inference" else ""
     if device.type == "cuda":
         peak_gb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 30, "CUDA allocated"
     else:
         peak_gb, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "RSS"
-    return {"model": args.child, "train_s": train_seconds, "inference_s": inference_seconds,
-            "train_gflop": train_flops / 1e9, "inference_gflop": inference_flops / 1e9,
+    return {"model": args.child, "phase": args.phase, "seconds": seconds, "gflop": flops / 1e9,
             "peak_gb": peak_gb, "peak_kind": peak_kind, "threads": torch.get_num_threads(),
             "trainable_m": sum(p.numel() for p in trainable) / 1e6,
-            "matmul_gflops": (gflops_before, gflops_after)}
+            "matmul_gflops": (gflops_before, gflops_after), "profile": profile}
 
 
-def run_child(which: str) -> dict:
-    argv = [arg for arg in sys.argv[1:] if arg != "--reference"] + ["--child", which]
+def top_operators(step, rows: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def run_child(which: str, phase: str) -> dict:
+    argv = [arg for arg in sys.argv[1:] if arg != "--reference"] + ["--child", which, "--phase", phase]
     result = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], capture_output=True, text=True)
     if result.returncode:
-        sys.exit(f"the {which} measurement failed:\n{result.stderr[-3000:]}")
+        sys.exit(f"the {which} {phase} measurement failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def row(args, figures: dict) -> str:
-    machine = sum(figures["matmul_gflops"]) / 2
+def row(args, train, inference) -> str:
+    """One table row; a phase not measured (None) leaves its cells empty."""
     images = args.batch_size
+    measured = train or inference
 
-    def fraction(kind):
-        return figures[f"{kind}_gflop"] / figures[f"{kind}_s"] / machine
+    def cells(figures):
+        if figures is None:
+            return "| | |"
+        rate = figures["gflop"] / figures["seconds"] / (sum(figures["matmul_gflops"]) / 2)
+        return f"{figures['seconds']:.3f} | {images / figures['seconds']:.2f} | {rate:.0%}"
 
+    def peak(figures):
+        return "-" if figures is None else f"{figures['peak_gb']:.2f}"
+
+    rates = " / ".join("-" if f is None else f"{f['matmul_gflops'][0]:.0f}-{f['matmul_gflops'][1]:.0f}"
+                       for f in (train, inference))
     setting = args.setting if args.model == "MaskCLIP" else args.model
-    return (f"| {figures['model']} | {setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
-            f"{figures['threads']} | {figures['train_s']:.3f} | {images / figures['train_s']:.2f} | "
-            f"{fraction('train'):.0%} | {figures['inference_s']:.3f} | {images / figures['inference_s']:.2f} | "
-            f"{fraction('inference'):.0%} | {figures['peak_gb']:.2f} | {figures['trainable_m']:.1f}M | "
-            f"{figures['matmul_gflops'][0]:.0f} / {figures['matmul_gflops'][1]:.0f} |")
+    return (f"| {measured['model']} | {setting} | {args.device} | {args.dtype} | {images} | {args.image_size} | "
+            f"{measured['threads']} | {cells(train)} | {cells(inference)} | {peak(train)} / {peak(inference)} | "
+            f"{measured['trainable_m']:.1f}M | {rates} |")
 
 
 def main():
@@ -238,23 +259,32 @@ def main():
         sys.exit("--reference: the authors released only the vitl14_mae setting (their ViTL)")
     order = ["ours", "authors"] * args.rounds if args.reference else ["ours"]
     results = []
-    for which in order:
-        print(f"measuring {which} ({len(results) + 1}/{len(order)}) ...", file=sys.stderr, flush=True)
-        results.append(run_child(which))
-    kind = results[0]["peak_kind"]
+    for number, which in enumerate(order, 1):
+        print(f"measuring {which} ({number}/{len(order)}) ...", file=sys.stderr, flush=True)
+        results.append({phase: run_child(which, phase) if phase in args.phases.split(",") else None
+                        for phase in ("train", "inference")})
+    kind = next(f for f in results[0].values() if f)["peak_kind"]
     print()
     print(f"| model | setting | device | dtype | batch | image | threads | train step (s) | train img/s "
           f"| train % of matmul | inference (s) | inference img/s | inference % of matmul "
-          f"| peak {kind} (GiB) | trainable params | fp32 matmul GFLOP/s before / after |")
+          f"| peak {kind} train / inference (GiB) | trainable params "
+          f"| {args.dtype} matmul GFLOP/s around train / inference |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for figures in results:
-        print(row(args, figures))
+        print(row(args, figures["train"], figures["inference"]))
+    for figures in results:
+        if figures["inference"] and figures["inference"]["profile"]:
+            print(f"\n{figures['inference']['model']} inference, top operators by self CPU time:\n"
+                  f"{figures['inference']['profile']}")
     if args.reference:
         for which in ("ours", "authors"):
-            runs = [r for r in results if r["model"] == which]
-            print(f"{which}: best train step {min(r['train_s'] for r in runs):.3f} s, best inference "
-                  f"{min(r['inference_s'] for r in runs):.3f} s, peak {max(r['peak_gb'] for r in runs):.2f} GiB",
-                  file=sys.stderr)
+            runs = [r for r in results if (r["train"] or r["inference"])["model"] == which]
+            best = {phase: min((r[phase]["seconds"] for r in runs if r[phase]), default=float("nan"))
+                    for phase in ("train", "inference")}
+            peaks = {phase: max((r[phase]["peak_gb"] for r in runs if r[phase]), default=float("nan"))
+                     for phase in ("train", "inference")}
+            print(f"{which}: best train step {best['train']:.3f} s, best inference {best['inference']:.3f} s, "
+                  f"peak train {peaks['train']:.2f} GiB, inference {peaks['inference']:.2f} GiB", file=sys.stderr)
 
 
 if __name__ == "__main__":

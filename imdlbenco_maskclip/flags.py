@@ -40,6 +40,7 @@ from .config import check_old_names, given_on_command_line, load_config
 from .datasets.opensdid import OPENSDID_SPLITS
 from .engine import checkpoints, models
 from .engine.evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
+from .engine.precision import DTYPES
 from .engine.models import model_class
 from .errors import UserError
 
@@ -111,6 +112,10 @@ def _device(add, command):
              "(default: cuda when available)")
     add("--num_workers", default=2 if command == "predict" else 1, type=int, help="DataLoader worker processes")
     add("--no_pin_mem", action="store_false", dest="pin_mem", help="do not pin DataLoader memory (CUDA)")
+    if command != "train":  # train: BenCo's AMP switch (--if_not_amp)
+        add("--dtype", default="fp32", choices=list(DTYPES),
+            help="precision of the model's forward (autocast); metrics and thresholds stay fp32. "
+                 "bf16/fp16 for speed on GPUs and CPUs with bf16 matrix units; fp32 reproduces earlier runs")
 
 
 def _processes(add, command):

@@ -25,3 +25,16 @@ def test_an_unknown_model_is_refused_by_name():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_flow.py"), "--models", "MaskCLIP,SegNet"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "SegNet" in proc.stderr and "--models" in proc.stderr
+
+
+def test_scale_rows_show_the_reader_in_place_writing_nothing():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_flow.py"), "--models", "", "--augments",
+                           "none", "--input_sizes", "", "--scale_shards", "3", "--scale_rows", "12",
+                           "--scale_group_rows", "5", "--scale_reads", "6"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = dict(re.findall(r"^\| data at scale \| (.+?) \| 3 shards, 36 rows.*?wrote ([\d,]+) MiB", proc.stdout, flags=re.M))
+    assert set(rows) == {"OpenSDID in place (pyarrow)", "HF datasets Arrow copy (earlier reader)"}
+    assert rows["OpenSDID in place (pyarrow)"] == "0"
+    assert re.search(r"^\| data at scale \| OpenSDID in place \(pyarrow\) \| the same shards \| 2 processes at once "
+                     r"\| first open [\d.]+ and [\d.]+ s, wrote 0 MiB", proc.stdout, flags=re.M)

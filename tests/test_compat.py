@@ -12,6 +12,7 @@ from IMDLBenCo.evaluation import ImageAccuracy, ImageAUC, ImageF1
 from IMDLBenCo.training_scripts.trainer import train_one_epoch
 
 from imdlbenco_maskclip import compat
+from imdlbenco_maskclip.engine import runtime
 from imdlbenco_maskclip.engine.training import loss_scaler
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="shows a failure that only a CPU-only machine has")
@@ -151,6 +152,7 @@ def test_benco_train_one_epoch_runs_on_cpu_in_one_process():
 
 
 def _two_rank_worker(rank, port, results):
+    torch.set_num_threads(runtime.cpu_threads_per_process(2))  # not OMP_NUM_THREADS=2 in each of 2
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     compat.apply_patches()

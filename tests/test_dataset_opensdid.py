@@ -26,13 +26,6 @@ from imdlbenco_maskclip.datasets.opensdid import ImageDataError, SourceError, sa
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def _arrow_cache_in_tmp(tmp_path, monkeypatch):
-    # Parquet sources are converted to Arrow in HF datasets' cache; keep that out of $HOME.
-    import datasets
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets_cache")
-
-
 def png(arr):
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")

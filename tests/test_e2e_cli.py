@@ -4,6 +4,7 @@ tested on the embedded BR-Gen sample with the BR-Gen paper's protocol (BenCo's b
 through the same pipeline: test_report.py and test_baselines.py)."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,9 @@ def command(argv, nproc=1):
 
 
 def run_cli(argv, nproc=1, timeout=300):
-    proc = subprocess.run(command(argv, nproc), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    # conftest's OMP_NUM_THREADS=2 is for one process; under torchrun the command shares the cores.
+    env = {k: v for k, v in os.environ.items() if not (nproc > 1 and k == "OMP_NUM_THREADS")}
+    proc = subprocess.run(command(argv, nproc), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout
 
@@ -87,7 +90,9 @@ def test_single_process_training_keeps_last_and_best_checkpoints_and_writes_repo
 
 def test_two_process_training_over_gloo(tmp_path):
     argv = [arg if arg != "2" else "1" for arg in TRAIN]  # one epoch
-    run_cli([*argv, "--output_dir", str(tmp_path)], nproc=2)
+    stdout = run_cli([*argv, "--output_dir", str(tmp_path)], nproc=2)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"[train] 2 processes on {len(os.sched_getaffinity(0))} cores: {threads} CPU thread(s) each" in stdout
     assert (tmp_path / "checkpoint-0.pth").is_file() and (tmp_path / "checkpoint-best.pth").is_file()
     assert_complete_metrics(read_json(tmp_path / "metrics.json"))
     assert [line["epoch"] for line in log_lines(tmp_path / "log.txt")] == [0]

@@ -28,8 +28,6 @@ def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("maskclip_cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IMDLBENCO_MASKCLIP_CACHE", str(root))
-        import datasets
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", root / "hf_datasets_cache")
         yield root
 
 

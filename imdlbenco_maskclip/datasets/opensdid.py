@@ -66,22 +66,15 @@ from IMDLBenCo.registry import DATASETS
 
 from ..errors import DataError
 from .mask_area import MaskAreaMixin
+from .parquet_rows import (ImageDataError, ParquetRows, SourceError, cell_value, check_columns, has_image_data,
+                           labels_to_int)
 
 OPENSDID_SPLITS = ("sd15", "sd2", "sdxl", "sd3", "flux")
-OPENSDID_COLUMNS = ("key", "image", "mask", "label")
 SAMPLE_SOURCES = ("sample:train", "sample:test")
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 _SHARD_RE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}\.parquet$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class SourceError(DataError):
-    """An OpenSDID source, split, column or argument that cannot be used as given."""
-
-
-class ImageDataError(DataError):
-    """Bytes that are no usable image; :class:`BadSampleError` adds the row's key."""
 
 
 class BadSampleError(DataError):
@@ -150,64 +143,19 @@ class _ArrowRows:
     """Rows of an HF ``datasets.Dataset`` (memory-mapped Arrow), read one at a time."""
 
     def __init__(self, hf_dataset, where):
-        missing = [c for c in OPENSDID_COLUMNS if c not in hf_dataset.column_names]
-        if missing:
-            raise SourceError(
-                f"{where} lacks the OpenSDID column(s) {missing}; found {hf_dataset.column_names}. "
-                f"OpenSDID rows need key (string), image (Image), mask (Image or empty), label (0 real / 1 fake)")
+        check_columns(hf_dataset.column_names, where)
         self._ds = hf_dataset.with_format("arrow")
         table = self._ds[0:len(self._ds)]  # zero-copy view of the memory-mapped table
         self.keys = table.column("key").to_pylist()
-        self.labels = _labels_to_int(table.column("label"), where)
-        self.has_image = _has_image_data(table.column("image"))
-        self.has_mask = _has_image_data(table.column("mask"))
+        self.labels = labels_to_int(table.column("label"), where)
+        self.has_image = has_image_data(table.column("image"))
+        self.has_mask = has_image_data(table.column("mask"))
 
     def __len__(self):
         return len(self.keys)
 
     def fetch(self, row, column):
-        value = self._ds[int(row)].column(column)[0].as_py()
-        if value is None:
-            return None
-        if isinstance(value, (bytes, bytearray)):
-            return value
-        if value.get("bytes"):
-            return value["bytes"]
-        return value.get("path") or None
-
-
-def _labels_to_int(column, where):
-    import pyarrow as pa
-    if pa.types.is_integer(column.type):
-        return np.asarray(column.fill_null(-1).to_numpy(), dtype=np.int64)
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        names = {"real": 0, "fake": 1}
-        return np.array([names.get(v, -1) for v in column.to_pylist()], dtype=np.int64)
-    raise SourceError(f"{where}: column 'label' has type {column.type}; expected integers 0/1 "
-                      f"or the strings 'real'/'fake'")
-
-
-def _has_image_data(column):
-    """Whether each Image cell holds bytes or a path (no decoding)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    if pa.types.is_struct(column.type):
-        present = pc.is_valid(column)
-        parts = []
-        for field in ("bytes", "path"):
-            if column.type.get_field_index(field) >= 0:
-                child = pc.struct_field(column, field)
-                if pa.types.is_null(child.type):  # all None: written by pyarrow or pandas, not HF datasets
-                    continue
-                parts.append(pc.fill_null(pc.greater(pc.binary_length(child), 0), False))
-        if parts:
-            anything = parts[0] if len(parts) == 1 else pc.or_(parts[0], parts[1])
-            present = pc.and_(present, anything)
-        return np.asarray(present.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        return np.asarray(pc.fill_null(pc.greater(pc.binary_length(column), 0), False)
-                          .to_numpy(zero_copy_only=False), dtype=bool)
-    return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+        return cell_value(self._ds[int(row)].column(column), 0)
 
 
 class _FolderRows:
@@ -299,17 +247,6 @@ def group_parquet_files(relpaths):
     return groups
 
 
-def _load_parquet(files, arrow_cache_dir=None):
-    import datasets
-    import pyarrow as pa
-    from datasets.exceptions import DatasetGenerationError
-    try:
-        return datasets.Dataset.from_parquet([str(f) for f in files], cache_dir=arrow_cache_dir)
-    except (pa.ArrowException, DatasetGenerationError) as exc:  # a file that is no readable parquet
-        raise SourceError(f"{', '.join(map(str, files))}: not readable as parquet ({exc})",
-                          hint="re-download or re-write the file") from exc
-
-
 def _hub_split_files(repo_id, split):
     """Download (or find in the hub cache) only ``split``'s parquet files of ``repo_id``."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
@@ -340,28 +277,28 @@ def _hub_split_files(repo_id, split):
 def open_rows(source, split):
     """Resolve ``source`` to (rows, split, description). ``split`` may be None."""
     if source in SAMPLE_SOURCES:
-        from .sample import ensure_sample, sample_arrow_cache
+        from .sample import ensure_sample
         root = ensure_sample() / source.split(":", 1)[1]
-        chosen, rows = _open_local_dir(root, split, f"{source} ({root})", sample_arrow_cache())
+        chosen, rows = _open_local_dir(root, split, f"{source} ({root})")
         return rows, chosen, source
     p = Path(source).expanduser()
     if p.is_dir():
-        chosen, rows = _open_local_dir(p, split, str(p), None)
+        chosen, rows = _open_local_dir(p, split, str(p))
         return rows, chosen, str(p)
     if p.is_file() and p.suffix == ".parquet":
         chosen = choose_split([parquet_split_of(p.name)], split, str(p))
-        return _ArrowRows(_load_parquet([p]), str(p)), chosen, str(p)
+        return ParquetRows([p], str(p)), chosen, str(p)
     if p.exists():
         raise SourceError(f"{source!r} is neither a directory nor a parquet file; see the OpenSDID "
                           f"docstring for the supported sources")
     if _HUB_ID_RE.match(source):
         chosen, files = _hub_split_files(source, split)
-        return _ArrowRows(_load_parquet(files), f"{source}#{chosen}"), chosen, source
+        return ParquetRows(files, f"{source}#{chosen}"), chosen, source
     raise SourceError(f"OpenSDID source {source!r} is not a local path, not a hub id "
                       f"('owner/name') and not one of {list(SAMPLE_SOURCES)}")
 
 
-def _open_local_dir(root, split, where, arrow_cache_dir):
+def _open_local_dir(root, split, where):
     import datasets
     if (root / "dataset_dict.json").is_file():
         names = json.loads((root / "dataset_dict.json").read_text())["splits"]
@@ -377,8 +314,7 @@ def _open_local_dir(root, split, where, arrow_cache_dir):
     if parquet:
         groups = group_parquet_files(parquet)
         chosen = choose_split(groups, split, where)
-        ds = _load_parquet([root / rel for rel in groups[chosen]], arrow_cache_dir)
-        return chosen, _ArrowRows(ds, f"{where}#{chosen}")
+        return chosen, ParquetRows([root / rel for rel in groups[chosen]], f"{where}#{chosen}")
     folders = [d.name for d in sorted(root.iterdir())
                if d.is_dir() and ((d / "real").is_dir() or (d / "fake").is_dir())]
     if folders:

@@ -152,11 +152,6 @@ def sample_dir():
     return cache_root() / f"opensdid_sample_v{SAMPLE_VERSION}"
 
 
-def sample_arrow_cache():
-    """HF ``datasets``' Arrow copy of the sample, kept beside it rather than in the HF cache."""
-    return str(cache_root() / f"opensdid_sample_v{SAMPLE_VERSION}-arrow")
-
-
 def ensure_sample():
     """The sample's folder, built first if missing. Safe across processes (file lock + rename)."""
     return ensure_built(sample_dir(), build_sample)

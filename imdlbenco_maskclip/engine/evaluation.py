@@ -15,15 +15,16 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 from IMDLBenCo.datasets.utils import denormalize
 
 from .. import figures
-from . import data, models, reporting, runtime
+from . import data, models, precision, reporting, runtime
 from .evaluators import build_evaluators, evaluate, image_score_source, partial_fake_indices
 
 
 def load_model(args, model_args, device):
-    """The model of ``--checkpoint_path`` (resolved by the flags), on ``device`` -> (model, epoch or None).
-    No DDP wrapper: testing needs no gradient synchronisation; the evaluators reduce."""
+    """The model of ``--checkpoint_path`` (resolved by the flags), on ``device``, run at ``--dtype``
+    -> (model, epoch or None). No DDP wrapper: testing needs no gradient synchronisation; the
+    evaluators reduce."""
     model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
-    return model.to(device), epoch
+    return precision.for_inference(model.to(device), args.dtype, device), epoch
 
 
 def write_logs(args, results, epoch, writers):

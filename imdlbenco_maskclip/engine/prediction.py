@@ -34,7 +34,7 @@ from IMDLBenCo.datasets.abstract_dataset import AbstractDataset
 from .. import figures
 from ..datasets.opensdid import _IMAGE_EXTS, ImageDataError, to_rgb_uint8
 from ..errors import UserError
-from . import data, models, reporting, runtime
+from . import data, models, precision, reporting, runtime
 
 GALLERY_SIZE = 16
 
@@ -184,14 +184,14 @@ def run(args, model_args):
     paths = find_images(args.inputs)
     names = output_names(paths)
     model, epoch = models.model_from_checkpoint(args.checkpoint_path, args, model_args)
-    model.to(device).eval()
+    model = precision.for_inference(model.to(device).eval(), args.dtype, device)
     loader = open_images(args, paths)
     out = Path(args.output_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(exist_ok=True)
     print(f"[predict] {len(paths)} images, {args.model} from {args.checkpoint_path}"
           + (f" (epoch {epoch})" if epoch is not None else "")
-          + f", {'padded' if args.if_padding else 'resized'} to {args.image_size}, on {device}")
+          + f", {'padded' if args.if_padding else 'resized'} to {args.image_size}, on {device} in {args.dtype}")
 
     from tqdm import tqdm
     rows, errors, gallery = [], [], []
@@ -209,7 +209,7 @@ def run(args, model_args):
             progress.refresh()
 
     skipped = [{"path": str(paths[index]), "reason": reason} for index, reason in sorted(errors)]
-    write_tables(out, rows, {"checkpoint": args.checkpoint_path, "epoch": epoch, "model": args.model,
+    write_tables(out, rows, {"checkpoint": args.checkpoint_path, "epoch": epoch, "model": args.model, "dtype": args.dtype,
                              "model_args": args.model_args, "threshold": args.threshold, "skipped": skipped})
     if gallery:
         figures.write_prediction_gallery(out / "gallery.png", gallery, args.threshold)

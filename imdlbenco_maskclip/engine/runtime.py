@@ -1,4 +1,4 @@
-"""Process set-up shared by the commands: process group, device, seeds."""
+"""Process set-up shared by the commands: process group, device, CPU threads, seeds."""
 import os
 import random
 
@@ -32,6 +32,29 @@ def _note_benco_launch_flags(given, args, command):
         print(f"[{command}] --dist_on_itp: processes are set up from torchrun's variables, not ITP's")
 
 
+def cpu_threads_per_process(processes):
+    """The cores this process may run on, shared among ``processes`` processes (at least 1)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, processes))
+
+
+def share_cpu_threads(device, command):
+    """Under torchrun on the CPU, give each process its share of the cores.
+
+    torchrun sets OMP_NUM_THREADS=1 for its processes when the user did not set it; torch
+    would otherwise start one thread per core in every process, and OpenMP threads spinning
+    against each other slow a run many times over. A value the user set (anything but 1) is
+    kept.
+    """
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type != "cpu" or processes <= 1 or os.environ.get("OMP_NUM_THREADS", "1") != "1":
+        return
+    threads = cpu_threads_per_process(processes)
+    torch.set_num_threads(threads)
+    if misc.is_main_process():
+        print(f"[{command}] {processes} processes on {len(os.sched_getaffinity(0))} cores: {threads} CPU "
+              f"thread(s) each (OMP_NUM_THREADS overrides)")
+
+
 def start(args, command):
     """Process group (compat, which applies its patches first), device and seeds -> torch.device."""
     _check_device_flag(args)
@@ -41,6 +64,7 @@ def start(args, command):
     except ValueError as exc:  # the device named cannot be had; process-group errors keep theirs
         raise UserError(str(exc)) from None
     _note_benco_launch_flags(given, args, command)
+    share_cpu_threads(device, command)
     torch.multiprocessing.set_sharing_strategy("file_system")
     seed_everything(args.seed + misc.get_rank())
     print(f"[{command}] device {device}, {misc.get_world_size()} process(es), "
