@@ -80,3 +80,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+def import_file(path, name):
+    """Import the Python file at ``path`` as module ``name``. The two authors' reference
+    folders each hold an ``authors_reference.py``; imported by file under distinct names,
+    neither shadows the other in ``sys.modules``."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -8,11 +8,11 @@ pass without these tests having run. Their model runs with a small CLIP (``SMALL
 position resampling (14 x 14 -> 16 x 16) all take part; their side network is the full ViT-B.
 """
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import import_file
 
 from imdlbenco_maskclip.errors import CheckpointError
 from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, WeightSourceError
@@ -33,15 +33,17 @@ def unavailable(reason: str):
 
 if not (AUTHORS_CODE / "authors_reference.py").is_file():
     unavailable(f"the authors' code is not at {AUTHORS_CODE} (set MASKCLIP_AUTHORS_CODE)")
-sys.path.insert(0, str(AUTHORS_CODE))
 # Imported first: where setuptools no longer ships pkg_resources, it stands in for what openai-clip imports.
-import authors_reference  # noqa: E402
+# Imported from its file under a name of its own: the NFA-ViT parity test's reference module is
+# also called authors_reference, and the first one imported would shadow the other.
+authors_reference = import_file(AUTHORS_CODE / "authors_reference.py", "authors_reference_maskclip")
 
 try:
     import clip  # noqa: F401
 except ImportError:
     unavailable("openai-clip is not installed (pip install -e '.[test]')")
-from authors_reference import SMALL_CLIP, authors_forward, build_authors_maskclip  # noqa: E402
+SMALL_CLIP, authors_forward = authors_reference.SMALL_CLIP, authors_reference.authors_forward
+build_authors_maskclip = authors_reference.build_authors_maskclip
 
 SIZE = 256
 TAPS = "0,1,2,3,3,3,3"
