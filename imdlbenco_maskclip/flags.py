@@ -223,7 +223,7 @@ def _report(add, command):
                                 "robustness.json), or those files")
     add("--published", action="store_true",
         help="add the published numbers as rows labelled (published), not ranked: the OpenSDI paper's Tables 3 "
-             "and 4, and beside the BR-Gen protocol's tables the BR-Gen paper's Tables 2, 3 and 7")
+             "and 4, and beside the BR-Gen protocol's tables the BR-Gen paper's Tables 2, 3, 4 and 7")
 
 
 _TESTING = (_model, _dataset, _bad_samples, _test_data, _output_dir, _log_dir, _device, _processes, _checkpoint,
@@ -405,6 +405,8 @@ def parse(command, argv):
     model_args = model_parser.parse_args(model_argv)
     if checkpoint is not None:
         args.checkpoint_path = checkpoint  # resolved once, here
+        # Recorded with the results (`report`'s cross-type table); the same read, not a second.
+        args.trained_on = checkpoints.open_checkpoint(checkpoint).training_data()
     follow_image_size(args, model_args, from_user=overridden, from_checkpoint=set(saved_model))
     check(command, args, model_args)
     return args, model_args

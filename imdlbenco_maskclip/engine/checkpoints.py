@@ -114,6 +114,19 @@ class Checkpoint:
         main.update({k: bool(getattr(self.flags, k, False)) for k in ("if_padding", "if_resizing")})
         return main, dict(getattr(self.flags, "model_args", None) or {})
 
+    def training_data(self):
+        """The source it was trained on (:func:`training_source`), or None when it does not say
+        (a foreign format, a bare state dict)."""
+        return training_source(getattr(self.flags, "data_path", None), getattr(self.flags, "train_split", None))
+
+
+def training_source(data_path, train_split):
+    """``train``'s ``--data_path`` with its ``--train_split``: ``<data_path>#<split>``, the path
+    alone when it names its split or none was given; None without a path."""
+    if not data_path:
+        return None
+    return f"{data_path}#{train_split}" if train_split and "#" not in str(data_path) else str(data_path)
+
 
 # The file the command's flags were read from, kept until its model is built, so that one
 # ``test`` / ``test-robust`` / ``predict`` reads its checkpoint once.

@@ -5,8 +5,10 @@ test) and ``test-robust``'s ``robustness.json``, and writes to ``--output_dir``:
 forms, best and second best marked, averages over splits, where each method's image scores
 come from), ``report.csv``, and with robustness results ``robustness.csv`` and
 ``plots/compare_<metric>.png`` (Figure 5 form). ``--published`` adds the paper's numbers
-(``imdlbenco_maskclip.published``), labelled as published, and the BR-Gen paper's Tables 2, 3
-and 7 beside the BR-Gen protocol's tables. Runs of one method on different
+(``imdlbenco_maskclip.published``), labelled as published, and the BR-Gen paper's Tables 2, 3,
+4 and 7 beside the BR-Gen protocol's tables. A ``test`` of a checkpoint trained on one BR-Gen
+subset (``--train_split gan`` or ``<source>#gan``) on the other is a row of the cross-type
+table (Table 4 form). Runs of one method on different
 splits (one ``test`` per split) are one row; a method tested twice on a split gets a row per
 run, named with its folder.
 """
@@ -18,7 +20,8 @@ from .. import published
 from ..errors import UserError
 from .evaluators import METRIC_KEYS
 from . import reporting
-from .brgen_protocol import AREA_BINS, PROTOCOL_KEYS, TABLE_2_3_COLUMNS, area_key
+from .checkpoints import training_source
+from .brgen_protocol import AREA_BINS, CROSS_TYPE_PAIRS, PROTOCOL_KEYS, TABLE_2_3_COLUMNS, area_key, subset_of
 
 RESULT_FILES = ("metrics.json", "robustness.json")
 
@@ -54,8 +57,9 @@ def _read(path):
 
 
 def collect(paths):
-    """-> (entries {label: {"source", "splits", "image_scores", "files"}}, robustness rows
-    {label: rows}); metrics that JSON holds as null are NaN again."""
+    """-> (entries {label: {"source", "splits", "image_scores", "files", "trained_on"}}, robustness
+    rows {label: rows}); metrics that JSON holds as null are NaN again. ``trained_on``: per split,
+    the training source of the checkpoint tested there (None where the result does not say)."""
     entries, robust = {}, {}
     for path in result_files(paths):
         result = _read(path)
@@ -68,14 +72,25 @@ def collect(paths):
         label = method
         if label in entries and set(splits) & set(entries[label]["splits"]):
             label = f"{method} ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
-        entry = entries.setdefault(label, {"source": "measured", "splits": {}, "image_scores": None, "files": []})
+        entry = entries.setdefault(label, {"source": "measured", "splits": {}, "image_scores": None, "files": [],
+                                           "trained_on": {}})
         entry["splits"].update(splits)
+        entry["trained_on"].update(dict.fromkeys(splits, _trained_on(result)))
         entry["files"].append(path)
         # Older results say nothing: a model with image metrics then had its own pred_label.
         scores = result.get("image_scores", "pred_label" if any(
             math.isfinite(m["image_f1"]) for m in splits.values()) else None)
         entry["image_scores"] = entry["image_scores"] or scores
     return entries, robust
+
+
+def _trained_on(result):
+    """The training source of a result's model: ``train``'s own flags, or what ``test`` recorded
+    from its checkpoint."""
+    args = result.get("args", {})
+    if result["command"] == "train":
+        return training_source(args.get("data_path"), args.get("train_split"))
+    return args.get("trained_on")
 
 
 def with_published(entries):
@@ -99,15 +114,36 @@ def brgen_published_rows():
     return rows
 
 
+def cross_type_rows(entries):
+    """[(label, {(subset trained on, subset tested on): metrics})] of the measured runs that
+    trained on one subset of ``CROSS_TYPE_PAIRS`` and tested on its partner."""
+    rows = []
+    for label, entry in entries.items():
+        pairs = {(subset_of(entry.get("trained_on", {}).get(split)), subset_of(split)): metrics
+                 for split, metrics in entry["splits"].items()}
+        pairs = {pair: metrics for pair, metrics in pairs.items() if pair in CROSS_TYPE_PAIRS}
+        if pairs:
+            rows.append((label, pairs))
+    return rows
+
+
+def brgen_published_cross_type_rows():
+    """The BR-Gen paper's Table 4 as ``cross_type_rows`` gives measured runs."""
+    return [(f"{method} (published, Table 4)", {pair: {"gen_r50": gen, "real_r50": real}
+                                                for pair, (gen, real) in pairs.items()})
+            for method, pairs in published.BRGEN_TABLE_4.items()]
+
+
 def run(args):
     entries, robust = collect(args.runs)
     if not entries and not robust:
         raise UserError("no results to compare")
     brgen_published = brgen_published_rows() if args.published else []
+    cross_type = (cross_type_rows(entries), brgen_published_cross_type_rows() if args.published else [])
     if args.published:
         entries = with_published(entries)
     title = "Comparison of " + ", ".join(dict.fromkeys([*entries, *robust]))
-    paths = reporting.write_comparison(args.output_dir, entries, robust, title, brgen_published)
+    paths = reporting.write_comparison(args.output_dir, entries, robust, title, brgen_published, cross_type)
     print("[report] " + ", ".join(paths))
     if entries:  # report.md
         with open(paths[0], encoding="utf-8") as f:

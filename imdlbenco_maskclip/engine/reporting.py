@@ -217,10 +217,12 @@ def comparison_values(entries, columns):
     return table
 
 
-def comparison_markdown(entries, title, brgen_published=()):
+def comparison_markdown(entries, title, brgen_published=(), cross_type=((), ())):
     """The paper's Table 3 (pixel IoU/F1) and Table 4 (image F1/accuracy, and AUC) forms for
     several methods: per column and metric the best measured value in bold, the second
-    best in italics; published rows are shown, not ranked."""
+    best in italics; published rows are shown, not ranked. ``brgen_published``: the BR-Gen
+    paper's rows of its Tables 2, 3 and 7; ``cross_type``: (measured, published) rows of its
+    Table 4 form (``comparison.cross_type_rows``)."""
     columns = comparison_columns(entries)
     table = comparison_values(entries, columns)
     measured = [label for label, e in entries.items() if e["source"] == "measured"]
@@ -266,6 +268,13 @@ def comparison_markdown(entries, title, brgen_published=()):
         if brgen_published:
             lines += ["Published (" + published.BRGEN_CITATION + "), not measured here:", ""]
             lines += brgen_protocol.tables_markdown(brgen_published, counts=False)
+    measured_cross, published_cross = cross_type
+    if measured_cross or (published_cross and (brgen_rows or brgen_published)):
+        lines += ["## The BR-Gen paper's cross-type test", ""]
+        lines += brgen_protocol.cross_type_markdown(measured_cross) if measured_cross else []
+        if published_cross:
+            lines += ["Published (" + published.BRGEN_CITATION + "), not measured here:", ""]
+            lines += brgen_protocol.cross_type_markdown(published_cross, counts=False)
     return "\n".join(lines) + "\n"
 
 
@@ -273,15 +282,16 @@ COMPARISON_COLUMNS = (("method", "source", "image_scores", "split") + METRIC_KEY
                       + brgen_protocol.PROTOCOL_KEYS + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
-def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()):
+def write_comparison(output_dir, entries, robust_rows, title, brgen_published=(), cross_type=((), ())):
     """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
     ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
     the curves under plots/ -> the paths. ``brgen_published``: the BR-Gen paper's rows
-    (``comparison.brgen_published_rows``), shown in report.md's BR-Gen tables."""
+    (``comparison.brgen_published_rows``), shown in report.md's BR-Gen tables; ``cross_type``:
+    the rows of its cross-type table (``comparison_markdown``)."""
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     if entries:
-        paths += _write_comparison_tables(output_dir, entries, title, brgen_published)
+        paths += _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type)
     if robust_rows:
         robust_csv = os.path.join(output_dir, "robustness.csv")
         with open(robust_csv, "w", newline="", encoding="utf-8") as f:
@@ -294,11 +304,11 @@ def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()
     return paths
 
 
-def _write_comparison_tables(output_dir, entries, title, brgen_published):
+def _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type):
     md_path = os.path.join(output_dir, "report.md")
     csv_path = os.path.join(output_dir, "report.csv")
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(comparison_markdown(entries, title, brgen_published))
+        f.write(comparison_markdown(entries, title, brgen_published, cross_type))
     table = comparison_values(entries, comparison_columns(entries))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
