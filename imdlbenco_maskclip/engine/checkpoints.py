@@ -114,6 +114,19 @@ class Checkpoint:
         main.update({k: bool(getattr(self.flags, k, False)) for k in ("if_padding", "if_resizing")})
         return main, dict(getattr(self.flags, "model_args", None) or {})
 
+    def training_data(self):
+        """What it was trained on (``training_data``), or None when the file does not say."""
+        return training_data(self.flags) if hasattr(self.flags, "data_path") else None
+
+
+def training_data(flags):
+    """The training set that ``train``'s flags name, as results record it: {"dataset", "data_path",
+    "split"} (a BenCo JSON list has no dataset class or split of its own: None)."""
+    path = str(flags.data_path)
+    json_list = path.endswith(".json")
+    return {"dataset": None if json_list else getattr(flags, "dataset", "OpenSDID"), "data_path": path,
+            "split": None if json_list or "#" in path else getattr(flags, "train_split", None)}
+
 
 # The file the command's flags were read from, kept until its model is built, so that one
 # ``test`` / ``test-robust`` / ``predict`` reads its checkpoint once.

@@ -53,13 +53,29 @@ def _read(path):
     return result
 
 
+def trained_on_text(trained):
+    """A result's ``trained_on`` ({"dataset", "data_path", "split"}) as one line, or None."""
+    if not trained:
+        return None
+    where = trained["data_path"] + (f"#{trained['split']}" if trained.get("split") else "")
+    return f"{trained['dataset']}: {where}" if trained.get("dataset") else where
+
+
 def collect(paths):
-    """-> (entries {label: {"source", "splits", "image_scores", "files"}}, robustness rows
-    {label: rows}); metrics that JSON holds as null are NaN again."""
-    entries, robust = {}, {}
-    for path in result_files(paths):
-        result = _read(path)
+    """-> (entries {label: {"source", "trained_on", "splits", "image_scores", "files"}}, robustness
+    rows {label: rows}); metrics that JSON holds as null are NaN again. A method trained on
+    different data in different runs is labelled with what each run was trained on."""
+    results = [(path, _read(path)) for path in result_files(paths)]
+    trained_sets = {}
+    for _, result in results:
         method = result.get("method") or result.get("args", {}).get("model", "?")
+        trained_sets.setdefault(method, set()).add(trained_on_text(result.get("trained_on")))
+    entries, robust = {}, {}
+    for path, result in results:
+        method = result.get("method") or result.get("args", {}).get("model", "?")
+        trained = trained_on_text(result.get("trained_on"))
+        if len(trained_sets[method]) > 1:
+            method = f"{method} (trained on {trained or 'unknown data'})"
         if result["command"] == "test-robust":
             label = method if method not in robust else f"{method} ({os.path.basename(os.path.dirname(path))})"
             robust[label] = [_nan_for_null(row) for row in result["rows"]]
@@ -68,7 +84,8 @@ def collect(paths):
         label = method
         if label in entries and set(splits) & set(entries[label]["splits"]):
             label = f"{method} ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
-        entry = entries.setdefault(label, {"source": "measured", "splits": {}, "image_scores": None, "files": []})
+        entry = entries.setdefault(label, {"source": "measured", "trained_on": trained, "splits": {},
+                                           "image_scores": None, "files": []})
         entry["splits"].update(splits)
         entry["files"].append(path)
         # Older results say nothing: a model with image metrics then had its own pred_label.
@@ -80,30 +97,42 @@ def collect(paths):
 
 def with_published(entries):
     """``entries`` and the paper's rows, "<paper name> (published)"."""
-    added = {f"{method} (published)": {"source": "published", "splits": splits, "image_scores": None,
-                                       "files": [published.CITATION]}
+    added = {f"{method} (published)": {"source": "published", "trained_on": PUBLISHED_TRAINING["OpenSDI"],
+                                       "splits": splits, "image_scores": None, "files": [published.CITATION]}
              for method, splits in published.results().items()}
     return {**entries, **added}
 
 
-def brgen_published_rows():
-    """[(label, set, {metric key: value})] of the BR-Gen paper's Tables 2 and 3, Table 7's bins
-    joined to the Table 3 rows of the same method (both on models trained on BR-Gen)."""
+# What the published rows were trained on, as the papers say.
+PUBLISHED_TRAINING = {"OpenSDI": "OpenSDID SD1.5 (OpenSDI paper)", "BR-Gen Table 2": "its authors' release",
+                      "BR-Gen Table 3": "BR-Gen train (BR-Gen paper)"}
+
+
+def brgen_published_entries():
+    """The BR-Gen paper's Tables 2 and 3 as report entries, one set each (named for what the
+    model was trained on), Table 7's bins joined to the Table 3 rows of the same method (both
+    on models trained on BR-Gen)."""
     keys = [key for _, key in TABLE_2_3_COLUMNS]
-    rows = [(f"{method} (published, Table 2)", "BR-Gen, released model", dict(zip(keys, values)))
-            for method, values in published.BRGEN_TABLE_2.items()]
+
+    def entry(table, set_name, metrics):
+        return {"source": "published", "trained_on": PUBLISHED_TRAINING[table], "image_scores": None,
+                "splits": {set_name: metrics}, "files": [published.BRGEN_CITATION]}
+
+    entries = {f"{method} (published, Table 2)": entry("BR-Gen Table 2", "BR-Gen, released model",
+                                                        dict(zip(keys, values)))
+               for method, values in published.BRGEN_TABLE_2.items()}
     for method, values in published.BRGEN_TABLE_3.items():
         bins = {area_key(lo, hi, "r50"): v for (lo, hi), v in zip(AREA_BINS, published.BRGEN_TABLE_7.get(method, ()))}
-        rows.append((f"{method} (published, Tables 3 and 7)", "BR-Gen, trained on BR-Gen",
-                     {**dict(zip(keys, values)), **bins}))
-    return rows
+        entries[f"{method} (published, Tables 3 and 7)"] = entry("BR-Gen Table 3", "BR-Gen, trained on BR-Gen",
+                                                                  {**dict(zip(keys, values)), **bins})
+    return entries
 
 
 def run(args):
     entries, robust = collect(args.runs)
     if not entries and not robust:
         raise UserError("no results to compare")
-    brgen_published = brgen_published_rows() if args.published else []
+    brgen_published = brgen_published_entries() if args.published else {}
     if args.published:
         entries = with_published(entries)
     title = "Comparison of " + ", ".join(dict.fromkeys([*entries, *robust]))

@@ -14,6 +14,7 @@ import numpy as np
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from .. import published
+from ..datasets.opensdid import OPENSDID_SPLITS
 from ..figures import plot_robustness, plot_robustness_comparison, split_title
 from . import brgen_protocol
 from .evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
@@ -217,10 +218,50 @@ def comparison_values(entries, columns):
     return table
 
 
-def comparison_markdown(entries, title, brgen_published=()):
+def _brgen_sets(entry):
+    """An entry's sets other than OpenSDID's splits with the BR-Gen protocol's figures."""
+    return [name for name, metrics in entry["splits"].items()
+            if name not in OPENSDID_SPLITS and brgen_protocol.has_figures(metrics)]
+
+
+def side_by_side_markdown(entries, brgen_published):
+    """Both benchmarks in one table, a row per run and BR-Gen set: what it was trained on,
+    OpenSDID's splits (pixel F1 / image F1, the OpenSDI paper's Tables 3 and 4) with their
+    mean, then the BR-Gen paper's Table 2/3 columns. Published rows fill what the papers
+    give, "-" elsewhere. Empty unless the measured runs cover both datasets."""
+    measured = {label: e for label, e in entries.items() if e["source"] == "measured"}
+    splits = [s for s in OPENSDID_SPLITS if any(s in e["splits"] for e in measured.values())]
+    if not splits or not any(_brgen_sets(e) for e in measured.values()):
+        return []
+    table = comparison_values(entries, splits)
+    header = ["method", "trained on", *(split_title(s) for s in splits), "AVG", "BR-Gen set",
+              *(heading for heading, _ in brgen_protocol.TABLE_2_3_COLUMNS)]
+    rows = []
+    for label, entry in {**entries, **brgen_published}.items():
+        opensdid = ["-"] * (len(splits) + 1)
+        if any(s in entry["splits"] for s in splits):
+            opensdid = [_cell([table[label][s][k] for k in ("pixel_f1", "image_f1")]) if s in entry["splits"] else "-"
+                        for s in splits] + [_cell([table[label]["AVG"][k] for k in ("pixel_f1", "image_f1")])]
+        sets = _brgen_sets(entry) or [None]
+        for i, name in enumerate(sets):
+            metrics = entry["splits"].get(name, {})
+            brgen = [brgen_protocol.fmt(metrics.get(key)) if name else "-"
+                     for _, key in brgen_protocol.TABLE_2_3_COLUMNS]
+            rows.append([label, entry.get("trained_on") or "?", *(opensdid if i == 0 else [""] * len(opensdid)),
+                         name or "-", *brgen])
+    return ["## OpenSDID and BR-Gen side by side", "",
+            "Each run on both benchmarks. OpenSDID: pixel F1 (partial fakes) / image F1 per split, threshold "
+            "0.5 (the OpenSDI paper's Tables 3 and 4), AVG over the splits shown. BR-Gen: the BR-Gen paper's "
+            "Table 2/3 columns (R@50: Recall@50; Split A by generator family, Split B by mask type). "
+            "-: not tested, or not published.", ""] + markdown_table(header, rows) + [""]
+
+
+def comparison_markdown(entries, title, brgen_published=None):
     """The paper's Table 3 (pixel IoU/F1) and Table 4 (image F1/accuracy, and AUC) forms for
     several methods: per column and metric the best measured value in bold, the second
-    best in italics; published rows are shown, not ranked."""
+    best in italics; published rows are shown, not ranked. ``brgen_published``: the BR-Gen
+    paper's rows as entries (``comparison.brgen_published_entries``)."""
+    brgen_published = brgen_published or {}
     columns = comparison_columns(entries)
     table = comparison_values(entries, columns)
     measured = [label for label, e in entries.items() if e["source"] == "measured"]
@@ -265,19 +306,23 @@ def comparison_markdown(entries, title, brgen_published=()):
         lines += ["", "## The BR-Gen paper's protocol", ""] + brgen_protocol.tables_markdown(brgen_rows)
         if brgen_published:
             lines += ["Published (" + published.BRGEN_CITATION + "), not measured here:", ""]
-            lines += brgen_protocol.tables_markdown(brgen_published, counts=False)
+            lines += brgen_protocol.tables_markdown([(label, name, metrics) for label, entry in brgen_published.items()
+                                                     for name, metrics in entry["splits"].items()], counts=False)
+    side_by_side = side_by_side_markdown(entries, brgen_published)
+    if side_by_side:
+        lines += [""] + side_by_side
     return "\n".join(lines) + "\n"
 
 
-COMPARISON_COLUMNS = (("method", "source", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
+COMPARISON_COLUMNS = (("method", "source", "trained_on", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
                       + brgen_protocol.PROTOCOL_KEYS + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
-def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()):
+def write_comparison(output_dir, entries, robust_rows, title, brgen_published=None):
     """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
     ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
-    the curves under plots/ -> the paths. ``brgen_published``: the BR-Gen paper's rows
-    (``comparison.brgen_published_rows``), shown in report.md's BR-Gen tables."""
+    the curves under plots/ -> the paths. ``brgen_published``: the BR-Gen paper's rows as
+    entries (``comparison.brgen_published_entries``), shown in report.md's BR-Gen tables."""
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     if entries:
@@ -311,5 +356,6 @@ def _write_comparison_tables(output_dir, entries, title, brgen_published):
                 counts = {k: metrics.get(k) if entry["source"] == "measured" else None for k in COUNT_KEYS}
                 writer.writerow({k: csv_value(v) for k, v in {
                     **metrics, **counts, "method": label, "source": entry["source"],
-                    "image_scores": entry.get("image_scores"), "split": column}.items()})
+                    "trained_on": entry.get("trained_on"), "image_scores": entry.get("image_scores"),
+                    "split": column}.items()})
     return [md_path, csv_path]
