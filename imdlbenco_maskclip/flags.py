@@ -223,7 +223,7 @@ def _report(add, command):
                                 "robustness.json), or those files")
     add("--published", action="store_true",
         help="add the published numbers as rows labelled (published), not ranked: the OpenSDI paper's Tables 3 "
-             "and 4, and beside the BR-Gen protocol's tables the BR-Gen paper's Tables 2, 3 and 7")
+             "and 4, and beside the BR-Gen protocol's tables the BR-Gen paper's Tables 2, 3, 4 and 7")
 
 
 _TESTING = (_model, _dataset, _bad_samples, _test_data, _output_dir, _log_dir, _device, _processes, _checkpoint,

@@ -7,8 +7,9 @@ accuracy), every model trained on OpenSDID SD1.5. The paper gives no AUC.
 
 BR-Gen: L. Cai, H. Wang et al., "Zooming In on Fakes: A Novel Dataset for Localized AI-Generated
 Image Detection with Forgery Amplification Approach", AAAI 2026: Table 2 (released models
-tested on BR-Gen, cross-domain), Table 3 (trained and tested on BR-Gen) and Table 7 (generated
-images' R@50 by mask area, models trained on BR-Gen). "-" in the paper is None here.
+tested on BR-Gen, cross-domain), Table 3 (trained and tested on BR-Gen), Table 4 (trained on
+one type of edit, tested on the other) and Table 7 (generated images' R@50 by mask area,
+models trained on BR-Gen). "-" in the paper is None here.
 """
 from .datasets.opensdid import OPENSDID_SPLITS
 
@@ -38,7 +39,7 @@ def results():
 
 
 BRGEN_CITATION = ("Cai, Wang et al., Zooming In on Fakes: A Novel Dataset for Localized AI-Generated Image "
-                  "Detection with Forgery Amplification Approach, AAAI 2026, Tables 2, 3 and 7")
+                  "Detection with Forgery Amplification Approach, AAAI 2026, Tables 2, 3, 4 and 7")
 # Tables 2 and 3, per method, in the tables' column order: real R@50, image F1, AUC, generated
 # R@50, pixel IoU, GAN, diffusion, background and stuff R@50.
 BRGEN_TABLE_2 = {
@@ -74,4 +75,17 @@ BRGEN_TABLE_7 = {
     "FatFormer": (.920, .927, .930, .936, .941),
     "NFA-ViT": (.965, .960, .954, .945, .948),
 }
-
+# Table 4, cross-type: per (subset trained on, subset tested on), R@50 of the generated and of
+# the real images of the tested subset.
+BRGEN_TABLE_4 = {
+    "TruFor": {("gan", "diffusion"): (.206, .964), ("diffusion", "gan"): (.405, .962),
+               ("background", "stuff"): (.709, .904), ("stuff", "background"): (.673, .932)},
+    "SparseViT": {("gan", "diffusion"): (.373, .970), ("diffusion", "gan"): (.605, .959),
+                  ("background", "stuff"): (.842, .967), ("stuff", "background"): (.883, .959)},
+    "NPR": {("gan", "diffusion"): (.225, .962), ("diffusion", "gan"): (.468, .968),
+            ("background", "stuff"): (.743, .932), ("stuff", "background"): (.755, .920)},
+    "FatFormer": {("gan", "diffusion"): (.412, .967), ("diffusion", "gan"): (.725, .956),
+                  ("background", "stuff"): (.795, .971), ("stuff", "background"): (.847, .955)},
+    "NFA-ViT": {("gan", "diffusion"): (.466, .980), ("diffusion", "gan"): (.820, .973),
+                ("background", "stuff"): (.841, .982), ("stuff", "background"): (.908, .970)},
+}

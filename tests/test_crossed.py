@@ -21,6 +21,7 @@ from imdlbenco_maskclip.datasets.brgen_sample import ensure_brgen_sample
 from imdlbenco_maskclip.datasets.opensdid import OPENSDID_SPLITS
 from imdlbenco_maskclip.datasets.sample import ensure_sample
 from imdlbenco_maskclip.engine import brgen_protocol, checkpoints, models, reporting
+from imdlbenco_maskclip.engine.checkpoints import training_source
 from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.figures import split_title
 from imdlbenco_maskclip.flags import parse
@@ -129,8 +130,9 @@ def test_trained_one_step_on_one_sample_and_tested_on_the_other(model, data, mon
     train, test = crossed_run(model, data, monkeypatch)
     source, _ = RUNS[model]
     trained, tested = read(train / "metrics.json"), read(test / "metrics.json")
-    assert trained["trained_on"]["dataset"] == {"opensdid": "OpenSDID", "brgen": "BRGen"}[source]
-    assert tested["trained_on"] == trained["trained_on"]  # the test records what its checkpoint learnt from
+    assert trained["args"]["dataset"] == {"opensdid": "OpenSDID", "brgen": "BRGen"}[source]
+    # the test records what its checkpoint learnt from
+    assert tested["args"]["trained_on"] == training_source(trained["args"]["data_path"], trained["args"]["train_split"])
     assert [json.loads(line)["epoch"] for line in (train / "log.txt").read_text().splitlines()] == [0]
     if source == "opensdid":  # tested on BR-Gen: two real images, two generated, one per family and mask type
         m = tested["splits"]["all"]
@@ -180,7 +182,8 @@ def test_report_puts_both_datasets_side_by_side_with_the_runs_values(data, monke
         for heading, key in brgen_columns:
             value = results["all"][key]
             assert row[columns[heading]] == brgen_protocol.fmt(float("nan") if value is None else value), (model, key)
-        assert row[columns["trained on"]].startswith({"opensdid": "OpenSDID: ", "brgen": "BRGen: "}[RUNS[model][0]])
+        train_args = read(train / "metrics.json")["args"]
+        assert row[columns["trained on"]] == training_source(train_args["data_path"], train_args["train_split"])
     # the papers' rows where they exist: OpenSDI's on OpenSDID, BR-Gen's Table 3 on BR-Gen
     maskclip = rows["MaskCLIP (published)"]  # no MaskCLIP run here: the paper's row still shows
     assert maskclip[columns["SD1.5"]] == ".7563/.9264" and maskclip[columns["BR-Gen set"]] == "-"
@@ -189,7 +192,7 @@ def test_report_puts_both_datasets_side_by_side_with_the_runs_values(data, monke
     assert nfa_vit[columns["IoU"]] == "0.907" and nfa_vit[columns["trained on"]].startswith("BR-Gen train")
     with open(tmp_path / "report.csv") as f:
         csv_rows = [line for line in f.read().splitlines()[1:] if line.startswith("MantraNet,measured,")]
-    assert csv_rows and all("BRGen: " in line for line in csv_rows)
+    assert csv_rows and all(f"{data['root'] / 'brgen'}#all" in line for line in csv_rows)
 
 
 def test_mvss_net_reads_its_resnet50_from_the_flag_or_torch_hub_and_names_the_flag_without_it(tmp_path, monkeypatch):
@@ -254,3 +257,16 @@ def test_benco_flags_without_annotation_take_their_defaults_type(tmp_path):
     assert sparse.s_blocks3 == [16, 16, 16, 16] and sparse.img_size == 64
     with pytest.raises(UserError, match=r"^--image_size 256: --model SparseViT with --s_blocks3 8,4,2,1 .* 512"):
         parse("train", ["--model", "SparseViT", "--image_size", "256", *out])
+
+
+def test_both_directions_reported_together_give_a_method_a_row_per_training_source(tmp_path):
+    from test_report import metrics_file
+    protocol = {"gen_r50": 0.5, "n_generated": 2, "real_r50": 0.5, "n_real": 2}
+    runs = [metrics_file(tmp_path / name, "M", {split: (0.5,) * 5}, args={"trained_on": source}, extra=protocol)
+            for name, split, source in (("a", "sd15", "nebula/OpenSDI_train#sd15"), ("b", "all", "nebula/OpenSDI_train#sd15"),
+                                        ("c", "all", "/data/BR-Gen/train#all"), ("d", "sd15", "/data/BR-Gen/train#all"))]
+    assert main(["report", *runs, "--output_dir", str(tmp_path / "out")]) == 0
+    side_by_side = (tmp_path / "out" / "report.md").read_text().split("## OpenSDID and BR-Gen side by side")[1]
+    rows = [line.split(" | ")[:2] for line in side_by_side.splitlines() if line.startswith("| M")]
+    assert rows == [["| M", "nebula/OpenSDI_train#sd15"],
+                    ["| M (trained on /data/BR-Gen/train#all)", "/data/BR-Gen/train#all"]]

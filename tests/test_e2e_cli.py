@@ -258,6 +258,7 @@ def test_trained_on_opensdid_tested_on_brgen_with_the_papers_protocol(trained, t
     assert gan["gan_r50"] == pytest.approx(m["gan_r50"]) and gan["real_r50"] == pytest.approx(m["real_r50"])
     assert metrics["selections"]["all"] == {"dataset": "BRGen", "path": "sample:brgen#all", "balance": 0,
                                             "seed": 0, "drawn": None}
+    assert metrics["args"]["trained_on"] == "sample:test#sd15"  # the checkpoint's --data_path
     md = (out / "metrics.md").read_text()
     assert "Tables 2 and 3 form" in md and "Table 7 form" in md and "| < 20% |" in md
 

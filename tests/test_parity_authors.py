@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import import_file
+from conftest import import_file, parity_reference_missing
 
 from imdlbenco_maskclip.errors import CheckpointError
 from imdlbenco_maskclip.model_zoo.maskclip import MaskCLIP, WeightSourceError
@@ -24,15 +24,8 @@ AUTHORS_CODE = Path(os.environ.get("MASKCLIP_AUTHORS_CODE",
                                    Path(__file__).resolve().parents[2] / "shared" / "reference" / "authors-maskclip"))
 
 
-def unavailable(reason: str):
-    """Skip the file, or under CI=true fail it: a missing reference must not pass as green."""
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason}; CI=true needs the parity tests to run", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-
 if not (AUTHORS_CODE / "authors_reference.py").is_file():
-    unavailable(f"the authors' code is not at {AUTHORS_CODE} (set MASKCLIP_AUTHORS_CODE)")
+    parity_reference_missing(f"the authors' code is not at {AUTHORS_CODE} (set MASKCLIP_AUTHORS_CODE)")
 # Imported first: where setuptools no longer ships pkg_resources, it stands in for what openai-clip imports.
 # Imported from its file under a name of its own: the NFA-ViT parity test's reference module is
 # also called authors_reference, and the first one imported would shadow the other.
@@ -41,7 +34,7 @@ authors_reference = import_file(AUTHORS_CODE / "authors_reference.py", "authors_
 try:
     import clip  # noqa: F401
 except ImportError:
-    unavailable("openai-clip is not installed (pip install -e '.[test]')")
+    parity_reference_missing("openai-clip is not installed (pip install -e '.[test]')")
 SMALL_CLIP, authors_forward = authors_reference.SMALL_CLIP, authors_reference.authors_forward
 build_authors_maskclip = authors_reference.build_authors_maskclip
 

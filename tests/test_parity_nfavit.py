@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import import_file
+from conftest import import_file, parity_reference_missing
 
 from imdlbenco_maskclip.engine.models import load_model
 from imdlbenco_maskclip.model_zoo.nfa_vit import NFA_ViT, authors_checkpoint_filter
@@ -28,10 +28,7 @@ def _reference_or_skip():
         (f"the authors' code at {AUTHORS_CODE} (set NFAVIT_AUTHORS_CODE)", (AUTHORS_CODE / "authors_reference.py").is_file()),
         ("einops (pip install -e '.[test]')", __import__("importlib").util.find_spec("einops") is not None)) if not ok]
     if missing:
-        reason = "needs " + " and ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI runs the parity tests: {reason}", pytrace=False)
-        pytest.skip(reason, allow_module_level=True)
+        parity_reference_missing("needs " + " and ".join(missing))
 
 
 _reference_or_skip()

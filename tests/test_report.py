@@ -96,11 +96,12 @@ def test_baselines_train_sweep_and_report_side_by_side(tmp_path):
             assert (np.abs(pixels - colour).max(axis=1) <= 8).sum() > 20, (key, colour)
 
 
-def metrics_file(path, method, splits, command="test", image_scores="pred_label"):
+def metrics_file(path, method, splits, command="test", image_scores="pred_label", args=None, extra=None):
     path.mkdir()
     with open(path / "metrics.json", "w") as f:
         json.dump({"command": command, "method": method, "image_scores": image_scores,
-                   "splits": {s: {**dict(zip(METRICS, values)), "n_images": 4, "n_partial": 2}
+                   "args": args or {},
+                   "splits": {s: {**dict(zip(METRICS, values)), "n_images": 4, "n_partial": 2, **(extra or {})}
                               for s, values in splits.items()}}, f)
     return str(path)
 
@@ -120,6 +121,29 @@ def test_report_marks_best_and_second_and_averages_over_splits(tmp_path, capsys)
     assert rows[4] == "| B | n/a | - | n/a |"  # image level: no prediction, no rule
     printed = capsys.readouterr().out  # the tables are printed too
     assert all(row in printed for row in rows)
+
+
+def test_runs_trained_on_one_brgen_subset_and_tested_on_its_partner_fill_the_cross_type_table(tmp_path):
+    recalls = {"gen_r50": 0.25, "n_generated": 8, "real_r50": 0.75, "n_real": 4}
+    gan = metrics_file(tmp_path / "gan", "M", {"diffusion": (0.5,) * 5}, args={"trained_on": "sample:brgen#gan"},
+                       extra=recalls)
+    stuff = metrics_file(tmp_path / "stuff", "M", {"background": (0.5,) * 5},
+                         args={"trained_on": "/data/BR-Gen/train#Stuff"}, extra={**recalls, "gen_r50": 0.5})
+    # A training run's own last test: its --data_path and --train_split say what it trained on.
+    trained = metrics_file(tmp_path / "train", "T", {"stuff": (0.5,) * 5}, command="train",
+                           args={"data_path": "/data/BR-Gen/train", "train_split": "background"}, extra=recalls)
+    # Trained on the whole set: no pair of Table 4, so no row.
+    whole = metrics_file(tmp_path / "whole", "W", {"gan": (0.5,) * 5}, args={"trained_on": "/data/BR-Gen/train"},
+                         extra=recalls)
+    assert main(["report", gan, stuff, trained, whole, "--published", "--output_dir", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text().split("## The BR-Gen paper's cross-type test")[1]
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    # Columns: GAN -> diffusion, diffusion -> GAN, background -> stuff, stuff -> background.
+    assert rows["| M"] == "| M | 0.250 (8) | 0.750 (4) | - | - | - | - | 0.500 (8) | 0.750 (4) |"
+    assert rows["| T"] == "| T | - | - | - | - | 0.250 (8) | 0.750 (4) | - | - |"
+    assert "| W" not in rows
+    assert rows["| NFA-ViT (published, Table 4)"] == ("| NFA-ViT (published, Table 4) | 0.466 | 0.980 | 0.820 | 0.973 "
+                                                     "| 0.841 | 0.982 | 0.908 | 0.970 |")
 
 
 def test_the_max_rule_scores_an_image_by_its_largest_mask_value_inside_the_image():

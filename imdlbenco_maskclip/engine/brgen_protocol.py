@@ -20,17 +20,21 @@ Image F1, AUC and pixel IoU are those of ``evaluators``; with no real image in a
 image F1 is over the generated images only and its AUC is undefined.
 
 :func:`protocol_figures` computes the figures from per-image records, which
-``evaluators.ImageRecords`` collects in BenCo's test pass.
+``evaluators.ImageRecords`` collects in BenCo's test pass. :func:`cross_type_markdown` lays out
+runs trained on one type of edit and tested on the other (Table 4), from the subsets named by
+the training source and the test set.
 """
 import math
 
 import numpy as np
 
-from ..datasets.brgen_names import MASK_BINS, parse_name
+from ..datasets.brgen_names import MASK_BINS, SUBSETS, parse_name
 
 THRESHOLD = 0.5
 AREA_BINS = MASK_BINS  # % of the image: [lo, hi), the last one [80, 100]
 SPLITS = {"split_a": ("family", ("gan", "diffusion")), "split_b": ("mask", ("background", "stuff"))}
+# Table 4's columns: (subset trained on, subset tested on).
+CROSS_TYPE_PAIRS = (("gan", "diffusion"), ("diffusion", "gan"), ("background", "stuff"), ("stuff", "background"))
 
 
 def area_key(lo, hi, what):
@@ -168,4 +172,34 @@ def tables_markdown(rows, counts=True):
     unknown = [f"{method} on {name} ({m['n_area_unknown']})" for method, name, m in rows if m.get("n_area_unknown")]
     if unknown:
         lines += ["", f"Generated images whose dataset gives no mask area, in no bin: {', '.join(unknown)}."]
+    return lines + [""]
+
+
+def subset_of(name):
+    """The BR-Gen subset that a source or test set name selects ("/data/BR-Gen#gan", "gan",
+    "sample:brgen#Stuff") -> "gan", "stuff", ...; None when it names none."""
+    subset = str(name or "").rsplit("#", 1)[-1].strip().lower()
+    return subset if subset in SUBSETS and subset != "all" else None
+
+
+def cross_type_markdown(rows, counts=True):
+    """The BR-Gen paper's Table 4 form as markdown lines, for ``rows``: [(method, {(subset
+    trained on, subset tested on): metrics})], with the pairs of ``CROSS_TYPE_PAIRS``.
+    ``counts``: give each R@50 its number of images (measured rows)."""
+    def cell(metrics, key, count_key):
+        if metrics is None:
+            return "-"
+        count = metrics.get(count_key)
+        return fmt(metrics.get(key)) + (f" ({count})" if counts and count is not None else "")
+
+    heads = [f"{trained} → {tested} {what}" for trained, tested in CROSS_TYPE_PAIRS for what in ("Gen. R@50", "Real R@50")]
+    lines = ["Cross-type (BR-Gen paper Table 4 form): trained on one subset, tested on the other; R@50 of "
+             "the tested subset's generated and real images" + (" (count)" if counts else "") + ". -: pair not run.",
+             "", _row(["method"] + heads), "|---" * (1 + len(heads)) + "|"]
+    for method, pairs in rows:
+        cells = []
+        for pair in CROSS_TYPE_PAIRS:
+            metrics = pairs.get(pair)
+            cells += [cell(metrics, "gen_r50", "n_generated"), cell(metrics, "real_r50", "n_real")]
+        lines.append(_row([method] + cells))
     return lines + [""]

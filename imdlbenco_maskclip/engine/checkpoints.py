@@ -115,17 +115,17 @@ class Checkpoint:
         return main, dict(getattr(self.flags, "model_args", None) or {})
 
     def training_data(self):
-        """What it was trained on (``training_data``), or None when the file does not say."""
-        return training_data(self.flags) if hasattr(self.flags, "data_path") else None
+        """The source it was trained on (:func:`training_source`), or None when it does not say
+        (a foreign format, a bare state dict)."""
+        return training_source(getattr(self.flags, "data_path", None), getattr(self.flags, "train_split", None))
 
 
-def training_data(flags):
-    """The training set that ``train``'s flags name, as results record it: {"dataset", "data_path",
-    "split"} (a BenCo JSON list has no dataset class or split of its own: None)."""
-    path = str(flags.data_path)
-    json_list = path.endswith(".json")
-    return {"dataset": None if json_list else getattr(flags, "dataset", "OpenSDID"), "data_path": path,
-            "split": None if json_list or "#" in path else getattr(flags, "train_split", None)}
+def training_source(data_path, train_split):
+    """``train``'s ``--data_path`` with its ``--train_split``: ``<data_path>#<split>``, the path
+    alone when it names its split or none was given; None without a path."""
+    if not data_path:
+        return None
+    return f"{data_path}#{train_split}" if train_split and "#" not in str(data_path) else str(data_path)
 
 
 # The file the command's flags were read from, kept until its model is built, so that one

@@ -91,7 +91,7 @@ def run(args, model_args):
     if main:
         write_logs(args, results, epoch, writers)
         meta = {"command": "test", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
-                "trained_on": args.trained_on, "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args),
+                "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args),
                 "skipped": data.skipped_samples({name: loader.dataset for name, loader in loaders.items()}),
                 "selections": data.dataset_selections({name: loader.dataset for name, loader in loaders.items()})}
         paths = reporting.write_metrics(args.output_dir, results, reporting.average(results), meta,

@@ -26,7 +26,7 @@ from IMDLBenCo.model_zoo.mvss_net.mvssnet import Bottleneck, ResNet, model_urls 
 from IMDLBenCo.registry import MODELS
 
 from ..errors import CheckpointError, FlagValueError, UserError
-from ..model_zoo.maskclip.pretrained import read_weight_file
+from ..model_zoo.weight_files import read_weight_file
 from ..model_zoo.nfa_vit.pretrained import WEIGHT_FILES as NFA_VIT_FILES
 from . import checkpoints
 

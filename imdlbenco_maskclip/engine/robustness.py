@@ -74,7 +74,7 @@ def run(args, model_args):
                   f"{metrics['image_auc']:.4f}; {elapsed:.0f}s elapsed, ~{elapsed / step * (total - step):.0f}s left")
     if main:
         meta = {"command": "test-robust", "method": reporting.method_name(args), "checkpoint": args.checkpoint_path,
-                "trained_on": args.trained_on, "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args), "skipped": data.skipped_samples(datasets),
+                "epoch": epoch, "image_scores": image_score_source(evaluators), "args": vars(args), "skipped": data.skipped_samples(datasets),
                 "selections": data.dataset_selections(datasets)}
         paths = reporting.write_robustness(args.output_dir, rows, meta)
         print("[test-robust] results: " + ", ".join(paths))

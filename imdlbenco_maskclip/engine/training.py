@@ -108,8 +108,7 @@ def keep_checkpoints(args, epoch, checkpoint, avg, best):
 
 def write_final_metrics(args, results, avg, best, train_set, test_sets):
     meta = {"command": "train", "method": reporting.method_name(args), "epoch": args.epochs - 1,
-            "train_data": str(train_set), "trained_on": checkpoints.training_data(args), "best": best.as_dict(),
-            "args": vars(args),
+            "train_data": str(train_set), "best": best.as_dict(), "args": vars(args),
             "skipped": data.skipped_samples({"train": train_set, **test_sets}),
             "selections": data.dataset_selections({"train": train_set, **test_sets})}
     paths = reporting.write_metrics(args.output_dir, results, avg, meta, f"{meta['method']} after epoch {args.epochs - 1}")

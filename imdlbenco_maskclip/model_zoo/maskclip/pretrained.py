@@ -10,13 +10,12 @@ initialised by accident.
 """
 import copy
 import os
-import zipfile
 from typing import Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn as nn
 
-from ...errors import UserError
+from ..weight_files import WeightSourceError, read_weight_file
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,10 +66,6 @@ FILE_LAYOUTS = {
 OPENAI_ARCHIVE_EXTRAS = ("input_resolution", "context_length", "vocab_size")
 
 
-class WeightSourceError(UserError):
-    """A weight source that cannot be used; the message names the flag and the fix."""
-
-
 def default_sources(setting_name: str) -> Dict[str, str]:
     """``{"clip": tag or "none", "pixel": PIXEL_WEIGHTS key or "none"}`` for a setting."""
     return DEFAULT_SOURCES.get(setting_name, {"clip": "none", "pixel": "none"})
@@ -87,29 +82,6 @@ def _named_by(key: str, names: Iterable[str]) -> bool:
 
 def _shorten(keys: List[str]) -> str:
     return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-
-
-def _unwrap(checkpoint) -> Dict[str, torch.Tensor]:
-    for wrapper in ("model", "state_dict"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
-            checkpoint = checkpoint[wrapper]
-    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
-
-
-def read_weight_file(path: str, flag: str) -> Dict[str, torch.Tensor]:
-    """A state dict from a weight file: OpenAI's TorchScript archive, safetensors, or a torch
-    file holding a state dict (bare, or under ``model`` / ``state_dict`` as MAE and SAM publish)."""
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(path, device="cpu")
-        if zipfile.is_zipfile(path) and any(name.endswith("/constants.pkl") for name in zipfile.ZipFile(path).namelist()):
-            return dict(torch.jit.load(path, map_location="cpu").state_dict())
-        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as err:  # torch and safetensors raise many types for a file they cannot read
-        raise WeightSourceError(f"{flag}: cannot read weight file {path!r} ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0][:300]})") from err
 
 
 def _check_accounted(flag: str, source: str, missing: List[str], unexpected: List[str]) -> None:

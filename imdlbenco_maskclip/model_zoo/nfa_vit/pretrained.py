@@ -15,7 +15,7 @@ from typing import Dict, Iterable
 import torch
 import torch.nn as nn
 
-from ..maskclip.pretrained import WeightSourceError, read_weight_file
+from ..weight_files import WeightSourceError, read_weight_file
 
 RANDOM = "none"
 BRGEN_WEIGHTS = ("BR-Gen's release (the Baidu Netdisk link in github.com/clpbc/BR-Gen, "
