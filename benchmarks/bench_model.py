@@ -10,8 +10,10 @@ step, inference) of each model runs in a child process of its own, so that peak 
 model and phase. Every row also gives the machine's matmul throughput in the dtype being run
 (``--dtype``), measured in the same process before and after the timed phase, and the fraction
 of it the model reached (model FLOPs counted by ``torch.utils.flop_counter``): figures from
-another machine or another day compare nothing. ``--profile`` adds the inference's costliest
-operators (``torch.profiler``, self CPU time).
+another machine or another day compare nothing. Beside the wall time per step, the process's
+CPU time per step (all its threads): the load of other jobs on a shared machine moves it less.
+``--profile`` adds each phase's costliest operators (``torch.profiler``, self CPU time of one
+step).
 
 Peak memory is CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set
 (``ru_maxrss``), which includes building the model.
@@ -50,7 +52,7 @@ def parse_args(argv=None):
                         help="also time the authors' model (vitl14_mae only), alternately with ours")
     parser.add_argument("--reference_code", help="folder of the authors' code (default: the --model's in ../shared)")
     parser.add_argument("--rounds", type=int, default=2, help="with --reference: alternations of ours and theirs")
-    parser.add_argument("--profile", action="store_true", help="print the inference's top operators")
+    parser.add_argument("--profile", action="store_true", help="print each phase's top operators")
     parser.add_argument("--phases", default="train,inference", help="phases to measure, comma-separated")
     parser.add_argument("--child", choices=("ours", "authors"), help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("train", "inference"), help=argparse.SUPPRESS)
@@ -78,15 +80,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step, steps: int, device: torch.device) -> float:
-    """Mean seconds of ``step()`` over ``steps`` runs after one warm-up run."""
+def timed(step, steps: int, device: torch.device):
+    """Mean (wall seconds, this process's CPU seconds) of ``step()`` over ``steps`` runs after
+    one warm-up run. On a shared machine the CPU time moves less with the load than the wall time."""
     step()
     synchronize(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     synchronize(device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps
 
 
 def _count_cpu_attention() -> None:
@@ -128,9 +131,9 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0, dtype: torch.dtype
 def time_both_phases(model, train_step, inference_step, steps: int, device: torch.device):
     """(train s, train FLOPs, inference s, inference FLOPs): each step timed in its mode, then counted."""
     model.train()
-    train_seconds, train_flops = timed(train_step, steps, device), counted_flops(train_step)
+    train_seconds, train_flops = timed(train_step, steps, device)[0], counted_flops(train_step)
     model.eval()
-    return train_seconds, train_flops, timed(inference_step, steps, device), counted_flops(inference_step)
+    return train_seconds, train_flops, timed(inference_step, steps, device)[0], counted_flops(inference_step)
 
 
 def build(args, which: str, device: torch.device):
@@ -199,14 +202,15 @@ def measure(args) -> dict:
     step = train_step if args.phase == "train" else inference_step
     model.train(args.phase == "train")
     gflops_before = matmul_gflops(device, dtype=dtype)
-    seconds, flops = timed(step, args.steps, device), counted_flops(step)
+    (seconds, cpu_seconds), flops = timed(step, args.steps, device), counted_flops(step)
     gflops_after = matmul_gflops(device, dtype=dtype)
-    profile = top_operators(inference_step) if args.profile and args.phase == "inference" else ""
+    profile = top_operators(step) if args.profile else ""
     if device.type == "cuda":
         peak_gb, peak_kind = torch.cuda.max_memory_allocated(device) / 2 ** 30, "CUDA allocated"
     else:
         peak_gb, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "RSS"
-    return {"model": args.child, "phase": args.phase, "seconds": seconds, "gflop": flops / 1e9,
+    return {"model": args.child, "phase": args.phase, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "gflop": flops / 1e9,
             "peak_gb": peak_gb, "peak_kind": peak_kind, "threads": torch.get_num_threads(),
             "trainable_m": sum(p.numel() for p in trainable) / 1e6,
             "matmul_gflops": (gflops_before, gflops_after), "profile": profile}
@@ -235,9 +239,10 @@ def row(args, train, inference) -> str:
 
     def cells(figures):
         if figures is None:
-            return "| | |"
+            return "| | | |"
         rate = figures["gflop"] / figures["seconds"] / (sum(figures["matmul_gflops"]) / 2)
-        return f"{figures['seconds']:.3f} | {images / figures['seconds']:.2f} | {rate:.0%}"
+        return (f"{figures['seconds']:.3f} | {figures['cpu_seconds']:.2f} | {images / figures['seconds']:.2f} "
+                f"| {rate:.0%}")
 
     def peak(figures):
         return "-" if figures is None else f"{figures['peak_gb']:.2f}"
@@ -265,25 +270,29 @@ def main():
                         for phase in ("train", "inference")})
     kind = next(f for f in results[0].values() if f)["peak_kind"]
     print()
-    print(f"| model | setting | device | dtype | batch | image | threads | train step (s) | train img/s "
-          f"| train % of matmul | inference (s) | inference img/s | inference % of matmul "
+    print(f"| model | setting | device | dtype | batch | image | threads | train step (s) | train CPU s "
+          f"| train img/s | train % of matmul | inference (s) | inference CPU s | inference img/s "
+          f"| inference % of matmul "
           f"| peak {kind} train / inference (GiB) | trainable params "
           f"| {args.dtype} matmul GFLOP/s around train / inference |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for figures in results:
         print(row(args, figures["train"], figures["inference"]))
     for figures in results:
-        if figures["inference"] and figures["inference"]["profile"]:
-            print(f"\n{figures['inference']['model']} inference, top operators by self CPU time:\n"
-                  f"{figures['inference']['profile']}")
+        for phase in ("train", "inference"):
+            if figures[phase] and figures[phase]["profile"]:
+                print(f"\n{figures[phase]['model']} {phase}, top operators by self CPU time:\n"
+                      f"{figures[phase]['profile']}")
     if args.reference:
         for which in ("ours", "authors"):
             runs = [r for r in results if (r["train"] or r["inference"])["model"] == which]
-            best = {phase: min((r[phase]["seconds"] for r in runs if r[phase]), default=float("nan"))
-                    for phase in ("train", "inference")}
+            best = {(phase, kind): min((r[phase][kind] for r in runs if r[phase]), default=float("nan"))
+                    for phase in ("train", "inference") for kind in ("seconds", "cpu_seconds")}
             peaks = {phase: max((r[phase]["peak_gb"] for r in runs if r[phase]), default=float("nan"))
                      for phase in ("train", "inference")}
-            print(f"{which}: best train step {best['train']:.3f} s, best inference {best['inference']:.3f} s, "
+            print(f"{which}: best train step {best['train', 'seconds']:.3f} s ({best['train', 'cpu_seconds']:.2f} "
+                  f"CPU s), best inference {best['inference', 'seconds']:.3f} s "
+                  f"({best['inference', 'cpu_seconds']:.2f} CPU s), "
                   f"peak train {peaks['train']:.2f} GiB, inference {peaks['inference']:.2f} GiB", file=sys.stderr)
 
 

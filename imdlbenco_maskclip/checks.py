@@ -53,7 +53,7 @@ def follow_image_size(args, model_args, from_user, from_checkpoint):
             continue
         value = getattr(model_args, flag)
         try:
-            matches = int(value) == args.image_size  # untyped constructor arguments parse as str
+            matches = int(value) == args.image_size  # a YAML or checkpoint value may be text
         except (TypeError, ValueError):
             matches = False
         if matches or (flag not in from_user and flag not in from_checkpoint):
@@ -108,6 +108,7 @@ def _model_input(command, args, model_args):
         raise UserError(f"--edge_mask_width {width}: BenCo's edge mask needs an odd width of at least 1 and below "
                         f"--image_size (paper: 7)", hint="leave the flag out for no edge mask")
     models.check_requirements(args.model)
+    models.check_input_size(args.model, args.image_size, vars(model_args))
     forward = inspect.signature(models.model_class(args.model).forward).parameters
     edge = forward.get("edge_mask")
     if edge is not None and edge.default is inspect.Parameter.empty and width is None:
@@ -170,10 +171,17 @@ def _predict(command, args, model_args):
         raise UserError(f"--threshold {args.threshold}: a probability in [0, 1]")
 
 
+def _plain(value):
+    return value is None or isinstance(value, (bool, int, float, str)) or (
+        isinstance(value, (list, tuple)) and all(_plain(v) for v in value))
+
+
 def _model_flags_saved(command, args, model_args):
     # Checkpoints store args; keeping model flags there says how to rebuild the model. Main
     # flags of the same name (image_size) are what the model gets, as in BenCo's scripts.
-    args.model_args = {k: getattr(args, k, v) for k, v in vars(model_args).items()}
+    # A default that is no plain value (SparseViT's norm_layer, a functools.partial) is left
+    # out: no command line can give it, and torch.load(weights_only=True) would refuse the file.
+    args.model_args = {k: value for k, v in vars(model_args).items() if _plain(value := getattr(args, k, v))}
 
 
 _MODEL = (_model_input, _output_dir)

@@ -74,6 +74,12 @@ PATCHES = {
     "torch.nn.parallel.DistributedDataParallel":
         "the stock scripts pass device_ids=[args.gpu], which DDP refuses for a module on the "
         "CPU; device_ids are dropped for such a module",
+    "torch.nn.SyncBatchNorm.convert_sync_batchnorm":
+        "the stock train.py converts every BatchNorm to SyncBatchNorm under torchrun, which "
+        "runs only on GPUs (DDP refuses it in a CPU module, its forward a CPU input), so a "
+        "model with a BatchNorm (the DnCNN of NFA_ViT and TruFor) cannot train on the CPU; "
+        "under a gloo (CPU) process group the model is now left as it is, each process "
+        "keeping its own statistics, as our train does on the CPU",
 }
 
 # BenCo's (and torch's) functions as they were before apply_patches, for the tests that
@@ -194,6 +200,7 @@ def apply_patches() -> None:
         cuda_synchronize=torch.cuda.synchronize,
         init_distributed_mode=misc.init_distributed_mode,
         DistributedDataParallel=torch.nn.parallel.DistributedDataParallel,
+        convert_sync_batchnorm=torch.nn.SyncBatchNorm.convert_sync_batchnorm,
     )
     misc.SmoothedValue.synchronize_between_processes = _synchronize_between_processes
     misc.all_reduce_mean = _all_reduce_mean
@@ -212,6 +219,7 @@ def apply_patches() -> None:
     Trufor.detection_loss = _trufor_detection_loss
     misc.init_distributed_mode = _stock_init_distributed_mode
     torch.nn.parallel.DistributedDataParallel = DistributedDataParallelOnCPU
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm = classmethod(_convert_sync_batchnorm)
     allow_saved_flags()
     _applied = True
 
@@ -233,6 +241,13 @@ class DistributedDataParallelOnCPU(torch.nn.parallel.distributed.DistributedData
         if all(p.device.type == "cpu" for p in module.parameters()):
             device_ids = output_device = None
         super().__init__(module, device_ids, output_device, *args, **kwargs)
+
+
+def _convert_sync_batchnorm(cls, module, process_group=None):
+    """torch's conversion, except under a gloo (CPU) process group: there ``module`` as it is."""
+    if dist.is_initialized() and dist.get_backend(process_group) == "gloo":
+        return module
+    return ORIGINALS["convert_sync_batchnorm"](module, process_group)
 
 
 def resolve_device(args) -> torch.device:

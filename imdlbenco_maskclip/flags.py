@@ -287,13 +287,39 @@ def _apply(parser, values, where):
     parser.set_defaults(**{k: _as_default(actions[k], v, where) for k, v in values.items()})
 
 
+def _switch(text):
+    """``true``/``false`` (or 1/0, yes/no) as a bool; BenCo's parser would take ``False`` as text, which is true."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(str(text).lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def _typed_like(default):
+    """The argparse type for an unannotated constructor argument, from its default: bool, int
+    and float as such, a list of numbers as a comma list (SparseViT's ``--s_blocks3 16,16,16,16``);
+    None (text) for anything else."""
+    if isinstance(default, (list, tuple)) and default and all(type(v) in (int, float) for v in default):
+        element = float if float in map(type, default) else int
+
+        def comma_list(text):
+            return [element(v) for v in text.split(",") if v.strip()]
+
+        return comma_list
+    return {bool: _switch, int: int, float: float}.get(type(default))
+
+
 def model_parser_for(model_cls, command):
     """BenCo's parser of the constructor's arguments, with the weight-file flags that are no
     constructor arguments (CAT-Net's), each weight flag's file and source in its help, and
-    BenCo's packaged config files as defaults where BenCo's default (None) fails."""
+    BenCo's packaged config files as defaults where BenCo's default (None) fails. Arguments
+    without an annotation, which BenCo parses as text, take the type of their default."""
     name = model_cls.__name__
     parser = misc.create_argparser(model_cls)
     parser.prog = f"benco-maskclip {command} --model {name}"
+    for action in parser._actions:
+        if action.type is str and _typed_like(action.default) is not None:
+            action.type = _typed_like(action.default)
     for flag in models.EXTRA_FLAGS.get(name, ()):
         parser.add_argument(f"--{flag}", default=None)
     for action in parser._actions:
@@ -308,8 +334,8 @@ def model_parser_for(model_cls, command):
 
 
 def _checkpoint_values(command, argv, config):
-    """Commands that read a checkpoint: its resolved path and the flags it was trained with as
-    (path or None, main flags, model flags). The model (``--model``, its own flags) and its
+    """Commands that read a checkpoint: the checkpoint and the flags it was trained with as
+    (``checkpoints.Checkpoint`` or None, main flags, model flags). The model (``--model``, its own flags) and its
     input (``--image_size``, resize or pad, edge mask) must match the training run. Resize or
     pad comes from the checkpoint only when neither switch is given (a switch cannot be unset).
     """
@@ -331,7 +357,7 @@ def _checkpoint_values(command, argv, config):
     switched_on = {k for k in switches if config.get(k) is True and command != "predict"}
     if set(switches) & (switched_on | given_on_command_line(argv)):
         main = {k: v for k, v in main.items() if k not in switches}
-    return checkpoint.path, main, model
+    return checkpoint, main, model
 
 
 def _other_commands_keys(command, config):
@@ -357,7 +383,8 @@ def parse(command, argv):
     parser = build_parser(command)
     own = _dests(parser)
     builds_model = COMMANDS[command][1]
-    checkpoint, saved_main, saved_model = _checkpoint_values(command, argv, config)
+    opened, saved_main, saved_model = _checkpoint_values(command, argv, config)
+    checkpoint = opened.path if opened is not None else None
     from_config = {k: v for k, v in config.items() if k in own and k != "config"}
     if command == "predict":  # the checkpoint says what model it holds; the YAML cannot change that
         from_config = {k: v for k, v in from_config.items() if k not in saved_main}
@@ -408,10 +435,9 @@ def parse(command, argv):
         note(f"[{command}] from the checkpoint's training flags: "
              + " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in taken.items()))
     model_args = model_parser.parse_args(model_argv)
-    if checkpoint is not None:
+    if opened is not None:
         args.checkpoint_path = checkpoint  # resolved once, here
-        # Recorded with the results (`report`'s cross-type table); the same read, not a second.
-        args.trained_on = checkpoints.open_checkpoint(checkpoint).training_data()
+        args.trained_on = opened.training_data()  # recorded in the results beside the checkpoint
     follow_image_size(args, model_args, from_user=overridden, from_checkpoint=set(saved_model))
     check(command, args, model_args)
     return args, model_args

@@ -10,11 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source run_scripts/baseline_lib.sh
 base_dir=${BASE_DIR:-./output_dir_trufor}
-if [ "${PHASES:-2,3}" != 3 ]; then
-    launch train "${base_dir}/phase2" --config benco_configs/trufor.yaml --phase 2 \
-        --np_pretrain_weights "${NP_WEIGHTS:-./weights/noiseprint.pth}" \
-        --mit_b2_pretrain_weights "${MIT_WEIGHTS:-./weights/mit_b2.pth}" "$@"
-fi
-launch train "${base_dir}/phase3" --config benco_configs/trufor.yaml --phase 3 \
-    --det_resume_ckpt "${base_dir}/phase2/checkpoint-best.pth" --best_metric avg_image_f1 "$@"
+train_trufor "${base_dir}" "$@"
 echo "done: tables ${base_dir}/phase3/metrics.md, checkpoints ${base_dir}/phase3/checkpoint-*.pth"

@@ -1,6 +1,7 @@
 """BenCo's own train.py, test.py and test_robust.py, as `benco init` writes them, with their one
 import line changed, train and test MaskCLIP on OpenSDID (with BR-Gen in the training set): docs/benco_scripts.md
-on a machine without CUDA (torchrun, one process, the tiny setting on the embedded sample)."""
+on a machine without CUDA (torchrun, one process, the tiny setting on the embedded sample).
+The same train.py trains NFA_ViT."""
 import difflib
 import json
 import math
@@ -16,6 +17,7 @@ from IMDLBenCo.utils.paths import BencoPath
 
 from imdlbenco_maskclip.cli import main as benco_maskclip
 from imdlbenco_maskclip.datasets import BRGen, OpenSDID
+from imdlbenco_maskclip.model_zoo.nfa_vit import NFA_ViT
 
 STOCK_IMPORT = "from mymodel import MyModel"
 OUR_IMPORT = "import imdlbenco_maskclip.cpu"
@@ -112,3 +114,45 @@ def test_stock_scripts_train_and_test_maskclip_on_opensdid(tmp_path, monkeypatch
     assert len(runs) == 19 and sum(name.startswith("GaussianBlur") for name in runs) == 6
     assert all(len(lines) == 1 and 0.0 <= lines[0][F1] <= 1.0 for lines in runs.values())
     assert runs["None"][0][F1] == pytest.approx(trained[F1], abs=1e-6)  # unperturbed: what train.py measured
+
+
+def test_stock_train_py_trains_nfa_vit_without_unused_parameters(tmp_path, monkeypatch):
+    """Two steps under DDP without --find_unused_parameters (their script passes it): DDP would
+    stop at the second if a parameter got no gradient at the first. The DnCNN's BatchNorm
+    trains on the CPU (compat leaves out the script's SyncBatchNorm conversion there), and the
+    frozen noise side stays as loaded."""
+    from test_nfavit_cli import four_images
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    as_the_readme_says(project)
+    train_set, test_sets = four_images(project)
+    random_model = NFA_ViT(np_pretrain_weights="none", seg_b0_pretrain_weights="none", seg_b2_pretrain_weights="none")
+    generator = torch.Generator().manual_seed(1)
+    # Noiseprint++ weights of our own: convolutions at fan-in scale, BatchNorm vectors around 1
+    noiseprint = {key: value if not value.is_floating_point() else
+                  torch.randn(value.shape, generator=generator) / value[0].numel() ** 0.5 if value.ndim > 1 else
+                  torch.rand(value.shape, generator=generator) + 0.5
+                  for key, value in random_model.noise_extractor.layers.state_dict().items()}
+    torch.save(noiseprint, project / "noiseprint.pth")
+    flags = ["--np_pretrain_weights", "noiseprint.pth", "--seg_b0_pretrain_weights", "none",
+             "--seg_b2_pretrain_weights", "none"]
+
+    stdout = torchrun(project, "train.py", [
+        "--model", "NFA_ViT", *flags, "--image_size", "64", "--if_resizing", "--device", "cpu", "--data_path",
+        str(train_set), "--test_data_path", str(test_sets), "--batch_size", "2", "--test_batch_size", "4",
+        "--epochs", "1", "--accum_iter", "1", "--lr", "1e-4", "--warmup_epochs", "0", "--if_not_amp",
+        "--num_workers", "0", "--output_dir", "train_out", "--log_dir", "train_out"],
+        dict(os.environ, CUDA_VISIBLE_DEVICES=""))
+    assert "Epoch: [0]  [1/2]" in stdout
+    [trained] = log_lines(project / "train_out" / "log.txt")
+    assert all(math.isfinite(trained[f"train_{k}"]) for k in ("seg_loss", "cls_loss", "total_loss"))
+    assert 0.0 <= trained[F1] <= 1.0
+    checkpoint = torch.load(project / "train_out" / "checkpoint-0.pth", map_location="cpu", weights_only=False)
+    assert checkpoint["args"].model == "NFA_ViT" and set(checkpoint["model"]) == set(random_model.state_dict())
+    trainable = [p for p in random_model.parameters() if p.requires_grad]
+    moments = [state["exp_avg"] for state in checkpoint["optimizer"]["state"].values()]
+    assert len(moments) == len(trainable) and all(m.abs().sum() > 0 for m in moments)  # every one got a gradient
+    weights = [key for key in noiseprint if key.endswith("weight")]
+    assert all(torch.equal(checkpoint["model"][f"noise_extractor.layers.{key}"], noiseprint[key]) for key in weights)

@@ -326,10 +326,10 @@ def test_checkpoint_defaults_corner_cases(tmp_path, capsys):
         assert (args.image_size, model_args.input_size, args.edge_mask_width) == (input_size, input_size, 7)
         with pytest.raises(UserError, match=rf"^--image_size 256 .*--input_size {input_size}"):
             parse("test", ["--checkpoint_path", iml_vit, "--image_size", "256"])
-    # An untyped constructor argument (SparseViT's img_size) parses as text and still matches.
-    args, model_args = parse("train", ["--model", "SparseViT", "--image_size", "256", "--img_size", "256",
+    # An unannotated constructor argument (SparseViT's img_size) takes its default's type.
+    args, model_args = parse("train", ["--model", "SparseViT", "--image_size", "1024", "--img_size", "1024",
                                        "--edge_mask_width", "7"])
-    assert model_args.img_size == 256
+    assert model_args.img_size == 1024
 
 
 def test_predict_takes_the_checkpoints_model_flags_over_the_yaml_unless_given_on_the_command_line(tmp_path, capsys):

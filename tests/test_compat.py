@@ -303,6 +303,20 @@ def test_ddp_keeps_device_ids_for_a_module_off_the_cpu(monkeypatch):
     assert seen == {"device_ids": [1], "output_device": None}
 
 
+def test_a_batchnorm_trains_under_ddp_on_the_cpu_as_the_stock_train_py_wraps_it():
+    """The stock train.py converts every BatchNorm to SyncBatchNorm under torchrun, then wraps DDP."""
+    compat.init_distributed_mode(single_process_args())
+    # (torch's converts the children of a module through the patched one: a bare BatchNorm here)
+    with pytest.raises(ValueError):
+        torch.nn.parallel.DistributedDataParallel(compat.ORIGINALS["convert_sync_batchnorm"](torch.nn.BatchNorm2d(4)))
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(4)))
+    assert type(model[0]) is torch.nn.BatchNorm2d
+    image = torch.randn(2, 4, 5, 5) * 3 + 1
+    torch.nn.parallel.DistributedDataParallel(model)(image).pow(2).sum().backward()
+    assert torch.allclose(model[0].running_mean, 0.1 * image.mean(dim=(0, 2, 3)), atol=1e-6)
+    assert model[0].weight.grad.abs().sum() > 0
+
+
 def test_trufor_reads_weight_files_saved_from_a_gpu_on_a_machine_without_one(tmp_path, monkeypatch):
     from IMDLBenCo.model_zoo.trufor.trufor import Trufor, config, confcmx, update_config
     from imdlbenco_maskclip.engine.models import FLAG_DEFAULTS

@@ -112,7 +112,7 @@ def has_figures(metrics):
     return "gen_r50" in metrics
 
 
-def _fmt(value):
+def fmt(value):
     """Three decimals, as the BR-Gen paper prints them; n/a when undefined, - when not published."""
     return "-" if value is None else "n/a" if not math.isfinite(value) else f"{value:.3f}"
 
@@ -120,7 +120,7 @@ def _fmt(value):
 def summary(metrics):
     """One line: R@50 of real and generated images, Split A and B, R@50 by area (counts in brackets)."""
     def part(label, key, count):
-        return f"{label} {_fmt(metrics[key])} ({metrics[count]})"
+        return f"{label} {fmt(metrics[key])} ({metrics[count]})"
     parts = [part("real R@50", "real_r50", "n_real"), part("R@50", "gen_r50", "n_generated"),
              part("GAN", "gan_r50", "n_gan"), part("diffusion", "diffusion_r50", "n_diffusion"),
              part("background", "background_r50", "n_background"), part("stuff", "stuff_r50", "n_stuff")]
@@ -138,7 +138,7 @@ def tables_markdown(rows, counts=True):
     rows; published rows have none and leave the count out)."""
     def with_count(metrics, value_key, count_key):
         count = metrics.get(count_key)
-        return _fmt(metrics.get(value_key)) + (f" ({count})" if counts and count is not None else "")
+        return fmt(metrics.get(value_key)) + (f" ({count})" if counts and count is not None else "")
 
     lines = ["Detection and localization (BR-Gen paper Tables 2 and 3 form): Recall@50 of real and of "
              "generated images, image F1 and AUC, pixel IoU over the locally edited fakes; Split A by "
@@ -147,7 +147,7 @@ def tables_markdown(rows, counts=True):
     count_of = {"real_r50": "n_real", "gen_r50": "n_generated", "gan_r50": "n_gan", "diffusion_r50": "n_diffusion",
                 "background_r50": "n_background", "stuff_r50": "n_stuff"}
     for method, name, m in rows:
-        cells = [with_count(m, key, count_of[key]) if key in count_of else _fmt(m.get(key))
+        cells = [with_count(m, key, count_of[key]) if key in count_of else fmt(m.get(key))
                  for _, key in TABLE_2_3_COLUMNS]
         lines.append(_row([method, name] + cells))
     fakes_only = [f"{method} on {name}" for method, name, m in rows if counts and m.get("n_real") == 0]
@@ -167,7 +167,7 @@ def tables_markdown(rows, counts=True):
     if measured:
         lines += ["", "Pixel F1 of the locally edited fakes by edited area (threshold 0.5):", "",
                   _row(["method", "set"] + heads), "|---" * (2 + len(heads)) + "|"]
-        lines += [_row([method, name] + [_fmt(m.get(area_key(lo, hi, "pixel_f1"))) for lo, hi in AREA_BINS])
+        lines += [_row([method, name] + [fmt(m.get(area_key(lo, hi, "pixel_f1"))) for lo, hi in AREA_BINS])
                   for method, name, m in measured]
     unknown = [f"{method} on {name} ({m['n_area_unknown']})" for method, name, m in rows if m.get("n_area_unknown")]
     if unknown:
@@ -190,7 +190,7 @@ def cross_type_markdown(rows, counts=True):
         if metrics is None:
             return "-"
         count = metrics.get(count_key)
-        return _fmt(metrics.get(key)) + (f" ({count})" if counts and count is not None else "")
+        return fmt(metrics.get(key)) + (f" ({count})" if counts and count is not None else "")
 
     heads = [f"{trained} → {tested} {what}" for trained, tested in CROSS_TYPE_PAIRS for what in ("Gen. R@50", "Real R@50")]
     lines = ["Cross-type (BR-Gen paper Table 4 form): trained on one subset, tested on the other; R@50 of "

@@ -59,7 +59,9 @@ def _read(path):
 def collect(paths):
     """-> (entries {label: {"source", "splits", "image_scores", "files", "trained_on"}}, robustness
     rows {label: rows}); metrics that JSON holds as null are NaN again. ``trained_on``: per split,
-    the training source of the checkpoint tested there (None where the result does not say)."""
+    the training source of the checkpoint tested there (None where the result does not say). A
+    method tested again on a set is another row, named with its training source (the crossed
+    benchmark's two directions), or else with its folder."""
     entries, robust = {}, {}
     for path in result_files(paths):
         result = _read(path)
@@ -69,13 +71,17 @@ def collect(paths):
             robust[label] = [_nan_for_null(row) for row in result["rows"]]
             continue
         splits = {split: _nan_for_null(m) for split, m in result["splits"].items()}
+        source = _trained_on(result)
         label = method
-        if label in entries and set(splits) & set(entries[label]["splits"]):
-            label = f"{method} ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"
+        for other in ([f"{method} (trained on {source})"] if source else []) + [
+                f"{method} ({os.path.basename(os.path.dirname(os.path.abspath(path)))})"]:
+            if not (label in entries and set(splits) & set(entries[label]["splits"])):
+                break
+            label = other
         entry = entries.setdefault(label, {"source": "measured", "splits": {}, "image_scores": None, "files": [],
                                            "trained_on": {}})
         entry["splits"].update(splits)
-        entry["trained_on"].update(dict.fromkeys(splits, _trained_on(result)))
+        entry["trained_on"].update(dict.fromkeys(splits, source))
         entry["files"].append(path)
         # Older results say nothing: a model with image metrics then had its own pred_label.
         scores = result.get("image_scores", "pred_label" if any(
@@ -96,9 +102,24 @@ def _trained_on(result):
 def with_published(entries):
     """``entries`` and the paper's rows, "<paper name> (published)"."""
     added = {f"{method} (published)": {"source": "published", "splits": splits, "image_scores": None,
-                                       "files": [published.CITATION]}
+                                       "files": [published.CITATION],
+                                       "trained_on": dict.fromkeys(splits, PUBLISHED_TRAINING["OpenSDI"])}
              for method, splits in published.results().items()}
     return {**entries, **added}
+
+
+# What the published rows were trained on, as the papers say (BR-Gen's by the set name of
+# ``brgen_published_rows``).
+PUBLISHED_TRAINING = {"OpenSDI": "OpenSDID SD1.5 (OpenSDI paper)",
+                      "BR-Gen, released model": "its authors' release (BR-Gen paper, Table 2)",
+                      "BR-Gen, trained on BR-Gen": "BR-Gen train (BR-Gen paper, Table 3)"}
+
+
+def as_entries(brgen_rows):
+    """``brgen_published_rows`` as report entries, for the table of both datasets side by side."""
+    return {label: {"source": "published", "splits": {name: metrics}, "image_scores": None,
+                    "files": [published.BRGEN_CITATION], "trained_on": {name: PUBLISHED_TRAINING[name]}}
+            for label, name, metrics in brgen_rows}
 
 
 def brgen_published_rows():
@@ -143,7 +164,8 @@ def run(args):
     if args.published:
         entries = with_published(entries)
     title = "Comparison of " + ", ".join(dict.fromkeys([*entries, *robust]))
-    paths = reporting.write_comparison(args.output_dir, entries, robust, title, brgen_published, cross_type)
+    paths = reporting.write_comparison(args.output_dir, entries, robust, title, brgen_published, cross_type,
+                                       as_entries(brgen_published))
     print("[report] " + ", ".join(paths))
     if entries:  # report.md
         with open(paths[0], encoding="utf-8") as f:

@@ -5,21 +5,28 @@ config files (the flags default to BenCo's packaged ones here), CAT-Net takes it
 files from inside its config (``--pretrained_rgb`` / ``--pretrained_dct`` are written into
 a copy of it in ``--output_dir``) and silently skips a missing one, TruFor's constructor
 reads its files with no way to start from random weights, and its phase 3 reads a plain
-state dict where ``train`` writes BenCo's checkpoint dict. Here every weight file is a
-flag, checked before the model is built.
+state dict where ``train`` writes BenCo's checkpoint dict. PSCC-Net fails on its default
+(no file) and skips a path that is no file; MVSS-Net fetches torchvision's ResNet-50 with
+torch.hub in its constructor, downloading it unless torch.hub's cache holds it, and loads
+any file without checking its keys. Here every weight file is a flag, checked before the
+model is built, and no constructor downloads anything.
 """
+import contextlib
 import inspect
 import os
 import tempfile
 import types
+import urllib.parse
 
 import torch
 import yaml
 
 import IMDLBenCo
+from IMDLBenCo.model_zoo.mvss_net.mvssnet import Bottleneck, ResNet, model_urls as mvss_net_urls
 from IMDLBenCo.registry import MODELS
 
 from ..errors import CheckpointError, FlagValueError, UserError
+from ..model_zoo.weight_files import read_weight_file
 from ..model_zoo.nfa_vit.pretrained import WEIGHT_FILES as NFA_VIT_FILES
 from . import checkpoints
 
@@ -30,13 +37,17 @@ FLAG_DEFAULTS = {
     "Trufor": {"config_path": os.path.join(BENCO_CONFIGS, "trufor.yaml")},
 }
 # Flags of weight files that are no constructor arguments: CAT-Net reads them from its
-# config's MODEL.PRETRAINED_RGB / PRETRAINED_DCT.
-EXTRA_FLAGS = {"Cat_Net": ("pretrained_rgb", "pretrained_dct")}
+# config's MODEL.PRETRAINED_RGB / PRETRAINED_DCT, MVSS-Net from torch.hub's cache.
+EXTRA_FLAGS = {"Cat_Net": ("pretrained_rgb", "pretrained_dct"), "MVSSNet": ("resnet50_pretrain_weights",)}
 CAT_NET_CONFIG_KEYS = {"pretrained_rgb": "PRETRAINED_RGB", "pretrained_dct": "PRETRAINED_DCT"}
 # The value of a weight-file flag that asks for random weights instead, and the models that
 # cannot start from them (their constructor reads every weight file, with nothing to switch it off).
 RANDOM = "none"
 NO_RANDOM_START = {"Trufor"}
+
+# Weight files a constructor fetches with torch.hub (flag -> URL): left out, the flag reads
+# the file from torch.hub's cache, $TORCH_HOME/hub/checkpoints/<the URL's file name>.
+HUB_FILES = {"MVSSNet": {"resnet50_pretrain_weights": mvss_net_urls["resnet50"]}}
 
 # Per model, its weight-file flags: the file, where to get it, and whether training needs it
 # (then leaving it out is an error, and --flag none asks for random weights).
@@ -58,19 +69,29 @@ WEIGHT_FILES = {
                             "checkpoint-best.pth; read as it is); phase 3", True)},
     "NFA_ViT": {flag: (f"{file['file']}, {file['part']}, from {file['where']}", True)
                 for flag, file in NFA_VIT_FILES.items()},
+    "PSCC_Net": {"pretrain_path": (
+        "hrnet_w18_small_v2.pth, the HRNet-W18-small ImageNet weights of github.com/proteus1991/PSCC-Net "
+        "(models/hrnet_w18_small_v2.pth)", True)},
+    "SparseViT": {"pretrained_path": (
+        "uniformer_base_in1k.pth, UniFormer-B's ImageNet weights (huggingface.co/Sense-X/uniformer_image); "
+        "left out, BenCo starts from random weights", False)},
+    "MVSSNet": {"resnet50_pretrain_weights": (
+        f"{os.path.basename(HUB_FILES['MVSSNet']['resnet50_pretrain_weights'])}, torchvision's ImageNet ResNet-50 "
+        f"({HUB_FILES['MVSSNet']['resnet50_pretrain_weights']}), which both of MVSS-Net's ResNet-50s start from; "
+        f"left out, torch.hub's cache ($TORCH_HOME/hub/checkpoints/)", True)},
 }
 
-# Per model, its constructor arguments that name pretrained weights to read or download,
-# and the value that reads nothing. A model whose weights all come from a checkpoint is
-# built with these values. Models not listed (SPAN, MVSSNet's pretrained_base, the timm
-# backbones ...) may still read their weight files or download theirs: those sources are
-# not constructor flags that can be switched off here.
+# Per model, its flags that name pretrained weights to read or download, and the value that
+# reads nothing. A model whose weights all come from a checkpoint is built with these values.
+# Models not listed (SPAN, the timm backbones ...) may still read their weight files or
+# download theirs: those sources are not flags that can be switched off here.
 WEIGHT_SOURCES = {
     "MaskCLIP": {"clip_pretrained": "none", "pixel_pretrained": "none"},
     "NFA_ViT": {flag: RANDOM for flag in NFA_VIT_FILES},
     "IML_ViT": {"vit_pretrain_path": None},
     "ObjectFormer": {"init_weight_path": None},
-    "PSCC_Net": {"pretrain_path": None},
+    "PSCC_Net": {"pretrain_path": RANDOM},
+    "MVSSNet": {"resnet50_pretrain_weights": RANDOM},
     "SparseViT": {"pretrained_path": None},
     "Mesorch": {"seg_pretrain_path": None, "conv_pretrain": False},
     "Cat_Net": {"pretrained_rgb": RANDOM, "pretrained_dct": RANDOM},
@@ -98,6 +119,22 @@ def check_requirements(model_name):
                             hint=f'pip install -e ".[baselines]" ({install})') from None
 
 
+def check_input_size(model_name, image_size, flags):
+    """SparseViT splits its stage-3 and stage-4 maps (1/16 and 1/32 of the input) into
+    32 / s and 16 / s blocks for each s of ``--s_blocks3`` and ``--s_blocks4``; an input that
+    does not divide fails deep inside (512 px with the defaults, or 64 with
+    ``--s_blocks3 16,16,16,16 --s_blocks4 16,16``)."""
+    if model_name != "SparseViT":
+        return
+    for flag, stride, blocks in (("s_blocks3", 16, 32), ("s_blocks4", 32, 16)):
+        for s in flags.get(flag) or ():
+            if image_size % stride or (image_size // stride) % (blocks // int(s)):
+                raise UserError(f"--image_size {image_size}: --model SparseViT with --{flag} "
+                                f"{','.join(map(str, flags[flag]))} needs a multiple of {stride * (blocks // int(s))}",
+                                hint="give such an --image_size (512 with the defaults), or larger --s_blocks3 / "
+                                     "--s_blocks4 values (smaller blocks)")
+
+
 def _needed(model_name, flags):
     """The weight-file flags this model, with these flags, reads."""
     files = WEIGHT_FILES.get(model_name, {})
@@ -112,18 +149,34 @@ def _random(value):
     return isinstance(value, str) and value.lower() == RANDOM
 
 
+def hub_cache_file(url):
+    """Where torch.hub keeps (and looks for) the file of ``url``: $TORCH_HOME/hub/checkpoints/."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(url).path))
+
+
+def weight_file(model_name, flag, value):
+    """A weight-file flag's value, with a flag of ``HUB_FILES`` left out read from torch.hub's
+    cache when the file is there."""
+    url = HUB_FILES.get(model_name, {}).get(flag)
+    if value in (None, "") and url and os.path.isfile(hub_cache_file(url)):
+        return hub_cache_file(url)
+    return value
+
+
 def check_weight_files(model_name, flags):
     """Each weight-file flag ``model_name`` reads names a file, or ``none`` (random weights)."""
     random_ok = model_name not in NO_RANDOM_START
     for flag, (what, required) in _needed(model_name, flags).items():
-        value = flags.get(flag)
+        value = weight_file(model_name, flag, flags.get(flag))
         if (_random(value) and random_ok) or (value in (None, "") and not required):
             continue
         instead = (f", or pass --{flag} {RANDOM} to start from random weights" if random_ok else
                    f" (BenCo's {model_name} reads every weight file: it cannot start from random weights)")
         if value in (None, "") or _random(value):
+            url = HUB_FILES.get(model_name, {}).get(flag)
+            where = f" (or download {url} into {os.path.dirname(hub_cache_file(url))})" if url else ""
             raise UserError(f"--model {model_name} needs --{flag}: {what}",
-                            hint=f"download it and pass --{flag} PATH{instead}")
+                            hint=f"download it and pass --{flag} PATH{where}{instead}")
         if not os.path.isfile(value):
             raise UserError(f"--{flag} {value}: no such file (--model {model_name} reads {what})",
                             hint=f"download it{instead if required else ', or leave the flag out'}")
@@ -184,6 +237,59 @@ def _trufor(model, flags, folder, checkpoint):
     return built
 
 
+def _check_resnet50_file(path, flag):
+    """A ResNet-50 file for MVSS-Net holds the tensors of BenCo's ResNet-50 by name, which
+    BenCo's ``strict=False`` load would otherwise skip without a word (the file of another
+    network loads nothing)."""
+    with torch.device("meta"):
+        expected = set(ResNet(Bottleneck, [3, 4, 6, 3]).state_dict())
+    found = set(read_weight_file(path, f"--{flag}"))
+    foreign = sorted(found - expected)
+    # torchvision's file predates BatchNorm's num_batches_tracked counters.
+    missing = sorted(k for k in expected - found if not k.endswith("num_batches_tracked"))
+    if foreign or missing:
+        raise UserError(f"--{flag} {path}: not a ResNet-50 state dict with torchvision's names ("
+                        + "; ".join(f"{what} {len(keys)} tensors, e.g. {keys[:3]}"
+                                    for what, keys in (("missing", missing), ("foreign", foreign)) if keys) + ")",
+                        hint=f"give torchvision's {os.path.basename(mvss_net_urls['resnet50'])}")
+
+
+@contextlib.contextmanager
+def _torch_hub_holding(url, path):
+    """torch.hub's cache, for the block, a folder whose file for ``url`` is ``path`` (linked), or
+    an empty state dict when ``path`` is None: a constructor that loads ``url`` with torch.hub
+    (``strict=False``) reads that file, or nothing, and downloads nothing."""
+    with tempfile.TemporaryDirectory(prefix="torch_home_") as home:
+        cached = os.path.join(home, "hub", "checkpoints", os.path.basename(urllib.parse.urlparse(url).path))
+        os.makedirs(os.path.dirname(cached))
+        if path is None:
+            torch.save({}, cached)
+        else:
+            os.symlink(os.path.abspath(path), cached)
+        before = os.environ.get("TORCH_HOME")
+        os.environ["TORCH_HOME"] = home  # torch.hub.get_dir() follows it (set_dir is never called here)
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["TORCH_HOME"]
+            else:
+                os.environ["TORCH_HOME"] = before
+
+
+def _mvss_net(model, flags, own, checkpoint):
+    """MVSS-Net with both ResNet-50s from --resnet50_pretrain_weights (or torch.hub's cache), or
+    from nothing when built for a ``checkpoint`` or with ``none``."""
+    flag = "resnet50_pretrain_weights"
+    path = weight_file("MVSSNet", flag, own.get(flag))
+    if checkpoint is not None or _random(path):
+        path = None
+    else:
+        _check_resnet50_file(path, flag)
+    with _torch_hub_holding(HUB_FILES["MVSSNet"][flag], path):
+        return model(**flags)
+
+
 def build_model(args, model_args, checkpoint=None):
     """The model from MODELS, given arguments the way BenCo's scripts combine them: main
     flags of the same name (e.g. image_size) first, then the model's own flags.
@@ -201,9 +307,13 @@ def build_model(args, model_args, checkpoint=None):
     try:
         if args.model == "Cat_Net":
             combined["cfg_file"] = _cat_net_config(args, own)
+        if args.model == "PSCC_Net" and (checkpoint is not None or _random(combined.get("pretrain_path"))):
+            combined["pretrain_path"] = ""  # BenCo's HRNet reads a path that is a file; its default None fails
         if args.model == "Trufor":
             with tempfile.TemporaryDirectory(prefix="trufor_weights_") as folder:
                 return _trufor(model, combined, folder, checkpoint)
+        if args.model == "MVSSNet":
+            return _mvss_net(model, combined, own, checkpoint)
         return model(**combined)
     except ValueError as exc:
         # A constructor refuses a flag value with a ValueError that names the flag (MaskCLIP's

@@ -14,6 +14,7 @@ import numpy as np
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from .. import published
+from ..datasets.opensdid import OPENSDID_SPLITS
 from ..figures import plot_robustness, plot_robustness_comparison, split_title
 from . import brgen_protocol
 from .evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
@@ -217,12 +218,57 @@ def comparison_values(entries, columns):
     return table
 
 
-def comparison_markdown(entries, title, brgen_published=(), cross_type=((), ())):
+def _brgen_sets(entry):
+    """An entry's sets other than OpenSDID's splits with the BR-Gen protocol's figures."""
+    return [name for name, metrics in entry["splits"].items()
+            if name not in OPENSDID_SPLITS and brgen_protocol.has_figures(metrics)]
+
+
+def _trained_on(entry, sets):
+    """What an entry's runs on ``sets`` were trained on, one line ("?" where no result says)."""
+    return "; ".join(dict.fromkeys(str(entry.get("trained_on", {}).get(s) or "?") for s in sets)) or "?"
+
+
+def side_by_side_markdown(entries, brgen_published):
+    """Both benchmarks in one table, a row per run and BR-Gen set: what it was trained on,
+    OpenSDID's splits (pixel F1 / image F1, the OpenSDI paper's Tables 3 and 4) with their
+    mean, then the BR-Gen paper's Table 2/3 columns. ``brgen_published``: the BR-Gen paper's
+    rows as entries (``comparison.as_entries``). Published rows fill what the papers give, "-"
+    elsewhere. Empty unless the measured runs cover both datasets."""
+    measured = {label: e for label, e in entries.items() if e["source"] == "measured"}
+    splits = [s for s in OPENSDID_SPLITS if any(s in e["splits"] for e in measured.values())]
+    if not splits or not any(_brgen_sets(e) for e in measured.values()):
+        return []
+    table = comparison_values(entries, splits)
+    header = ["method", "trained on", *(split_title(s) for s in splits), "AVG", "BR-Gen set",
+              *(heading for heading, _ in brgen_protocol.TABLE_2_3_COLUMNS)]
+    rows = []
+    for label, entry in {**entries, **brgen_published}.items():
+        tested = [s for s in splits if s in entry["splits"]]
+        opensdid = ["-"] * (len(splits) + 1)
+        if tested:
+            opensdid = [_cell([table[label][s][k] for k in ("pixel_f1", "image_f1")]) if s in tested else "-"
+                        for s in splits] + [_cell([table[label]["AVG"][k] for k in ("pixel_f1", "image_f1")])]
+        sets = _brgen_sets(entry) or [None]
+        for i, name in enumerate(sets):
+            metrics = entry["splits"].get(name, {})
+            brgen = [brgen_protocol.fmt(metrics.get(key)) if name else "-" for _, key in brgen_protocol.TABLE_2_3_COLUMNS]
+            trained = _trained_on(entry, tested + [name] if i == 0 else [name])
+            rows.append([label, trained, *(opensdid if i == 0 else [""] * len(opensdid)), name or "-", *brgen])
+    return ["## OpenSDID and BR-Gen side by side", "",
+            "Each run on both benchmarks. OpenSDID: pixel F1 (partial fakes) / image F1 per split, threshold "
+            "0.5 (the OpenSDI paper's Tables 3 and 4), AVG over the splits shown. BR-Gen: the BR-Gen paper's "
+            "Table 2/3 columns (R@50: Recall@50; Split A by generator family, Split B by mask type). "
+            "-: not tested, or not published.", ""] + markdown_table(header, rows) + [""]
+
+
+def comparison_markdown(entries, title, brgen_published=(), cross_type=((), ()), side_by_side_published=None):
     """The paper's Table 3 (pixel IoU/F1) and Table 4 (image F1/accuracy, and AUC) forms for
     several methods: per column and metric the best measured value in bold, the second
     best in italics; published rows are shown, not ranked. ``brgen_published``: the BR-Gen
     paper's rows of its Tables 2, 3 and 7; ``cross_type``: (measured, published) rows of its
-    Table 4 form (``comparison.cross_type_rows``)."""
+    Table 4 form (``comparison.cross_type_rows``); then OpenSDID and BR-Gen side by side
+    (``side_by_side_markdown``, with ``side_by_side_published``)."""
     columns = comparison_columns(entries)
     table = comparison_values(entries, columns)
     measured = [label for label, e in entries.items() if e["source"] == "measured"]
@@ -275,23 +321,29 @@ def comparison_markdown(entries, title, brgen_published=(), cross_type=((), ()))
         if published_cross:
             lines += ["Published (" + published.BRGEN_CITATION + "), not measured here:", ""]
             lines += brgen_protocol.cross_type_markdown(published_cross, counts=False)
+    side_by_side = side_by_side_markdown(entries, side_by_side_published or {})
+    if side_by_side:
+        lines += [""] + side_by_side
     return "\n".join(lines) + "\n"
 
 
-COMPARISON_COLUMNS = (("method", "source", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
+COMPARISON_COLUMNS = (("method", "source", "trained_on", "image_scores", "split") + METRIC_KEYS + COUNT_KEYS
                       + brgen_protocol.PROTOCOL_KEYS + brgen_protocol.PROTOCOL_COUNT_KEYS)
 
 
-def write_comparison(output_dir, entries, robust_rows, title, brgen_published=(), cross_type=((), ())):
+def write_comparison(output_dir, entries, robust_rows, title, brgen_published=(), cross_type=((), ()),
+                     side_by_side_published=None):
     """report.md, report.csv (one row per method and split, AVG included) for ``entries``, and for
     ``robust_rows`` ({method: test-robust rows}), robustness.csv with a method column and
     the curves under plots/ -> the paths. ``brgen_published``: the BR-Gen paper's rows
     (``comparison.brgen_published_rows``), shown in report.md's BR-Gen tables; ``cross_type``:
-    the rows of its cross-type table (``comparison_markdown``)."""
+    the rows of its cross-type table (``comparison_markdown``); ``side_by_side_published``: the
+    BR-Gen paper's rows as entries, in the table of both datasets side by side."""
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     if entries:
-        paths += _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type)
+        paths += _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type,
+                                          side_by_side_published)
     if robust_rows:
         robust_csv = os.path.join(output_dir, "robustness.csv")
         with open(robust_csv, "w", newline="", encoding="utf-8") as f:
@@ -304,11 +356,11 @@ def write_comparison(output_dir, entries, robust_rows, title, brgen_published=()
     return paths
 
 
-def _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type):
+def _write_comparison_tables(output_dir, entries, title, brgen_published, cross_type, side_by_side_published):
     md_path = os.path.join(output_dir, "report.md")
     csv_path = os.path.join(output_dir, "report.csv")
     with open(md_path, "w", encoding="utf-8") as f:
-        f.write(comparison_markdown(entries, title, brgen_published, cross_type))
+        f.write(comparison_markdown(entries, title, brgen_published, cross_type, side_by_side_published))
     table = comparison_values(entries, comparison_columns(entries))
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
@@ -319,7 +371,8 @@ def _write_comparison_tables(output_dir, entries, title, brgen_published, cross_
                 if column != "AVG" and column not in entry["splits"]:
                     continue
                 counts = {k: metrics.get(k) if entry["source"] == "measured" else None for k in COUNT_KEYS}
+                trained = _trained_on(entry, [column] if column != "AVG" else list(entry["splits"]))
                 writer.writerow({k: csv_value(v) for k, v in {
-                    **metrics, **counts, "method": label, "source": entry["source"],
+                    **metrics, **counts, "method": label, "source": entry["source"], "trained_on": trained,
                     "image_scores": entry.get("image_scores"), "split": column}.items()})
     return [md_path, csv_path]
