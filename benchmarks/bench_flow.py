@@ -22,13 +22,16 @@ Two parts, printed as one markdown table:
   shards do). The reader in place (pyarrow) beside the earlier one (HF ``datasets``' Arrow
   copy, ``Dataset.from_parquet``), each in a fresh child process that holds no model: first
   open time, bytes the process wrote, its USS memory after reading, and samples/s of one
-  process reading rows in a shuffled order and in order (fetch and PNG decode, image and mask;
-  the rest of the pipeline is the same for both). Then two processes open the shards at once.
+  process reading rows in three orders (fetch and PNG decode, image and mask, and of that the
+  time fetching the bytes; the rest of the pipeline is the same for both): fully shuffled, shuffled by row groups as ``train`` does
+  (``RowGroupShuffleSampler`` with ``--scale_window`` row groups, the reader's cache sized for
+  them; at least two windows of rows, so that each row group's read is shared as in an epoch),
+  and in order. Then two processes open the shards at once.
 
 Example, the figures in docs/performance.md (2 CPU threads)::
 
     python benchmarks/bench_flow.py --threads 2
-    python benchmarks/bench_flow.py --models '' --augments none --input_sizes '' --scale_shards 70
+    python benchmarks/bench_flow.py --models '' --augments none --input_sizes '' --scale_shards 70 --scale_rounds 2
 
 Needs the baselines extra for CAT-Net (``jpegio``); ``--models`` chooses. Nothing is
 downloaded; every file it writes goes to a temporary folder.
@@ -36,6 +39,7 @@ downloaded; every file it writes goes to a temporary folder.
 import argparse
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -70,6 +74,10 @@ def parse_args(argv=None):
     parser.add_argument("--scale_rows", type=int, default=120, help="rows per scale shard")
     parser.add_argument("--scale_group_rows", type=int, default=100, help="rows per parquet row group")
     parser.add_argument("--scale_reads", type=int, default=200, help="rows read per scale measurement")
+    parser.add_argument("--scale_rounds", type=int, default=1,
+                        help="times each reader is measured, the two readers in turn (the load of a shared machine drifts)")
+    parser.add_argument("--scale_window", type=int, default=4,
+                        help="row groups per window of the row-group shuffle (train's --shuffle_window)")
     return parser.parse_args(argv)
 
 
@@ -165,13 +173,15 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def scale_child(reader: str, files: list, cache_dir: str, reads: int, queue) -> None:
-    """One reader in a fresh process: open, then shuffled and in-order reads; figures to ``queue``."""
+def scale_child(reader: str, files: list, cache_dir: str, args, queue) -> None:
+    """One reader in a fresh process: open, then shuffled, row-group shuffled and in-order reads;
+    figures to ``queue``."""
     import numpy as np
     import psutil
 
     from imdlbenco_maskclip.datasets.opensdid import _ArrowRows, _open_image, to_rgb_uint8
     from imdlbenco_maskclip.datasets.parquet_rows import ParquetRows
+    from imdlbenco_maskclip.datasets.row_group_shuffle import RowGroupShuffleSampler
 
     baseline_uss = psutil.Process().memory_full_info().uss
     written = _written_bytes()
@@ -184,21 +194,46 @@ def scale_child(reader: str, files: list, cache_dir: str, reads: int, queue) -> 
     open_s = time.perf_counter() - start
 
     def read(rows):
+        """(samples/s, ms per sample spent fetching the bytes, the rest being PNG decoding)"""
+        fetching = 0.0
         start = time.perf_counter()
         for row in rows:
-            to_rgb_uint8(_open_image(store.fetch(int(row), "image"), "image"))
-            if store.has_mask[row]:
-                to_rgb_uint8(_open_image(store.fetch(int(row), "mask"), "mask"))
-        return len(rows) / (time.perf_counter() - start)
+            for column in ("image", "mask") if store.has_mask[row] else ("image",):
+                before = time.perf_counter()
+                cell = store.fetch(int(row), column)
+                fetching += time.perf_counter() - before
+                to_rgb_uint8(_open_image(cell, column))
+        return len(rows) / (time.perf_counter() - start), fetching / len(rows) * 1e3
 
-    shuffled = np.random.default_rng(0).permutation(len(store))[:reads]
-    shuffled_rate = read(shuffled)
+    reads = args.scale_reads
+    shuffled_rate = read(np.random.default_rng(0).permutation(len(store))[:reads])
+    # Row groups as ParquetRows numbers them; the Arrow copy's rows are in the same file order.
+    groups = np.searchsorted(np.cumsum([g.num_rows for f in files for g in _row_groups(f)]),
+                             np.arange(len(store)), side="right")
+    if reader == "in place":
+        store.cache_row_groups(args.scale_window)
+    window_reads = max(reads, 2 * args.scale_window * args.scale_group_rows)
+    by_groups = list(RowGroupShuffleSampler(groups, window=args.scale_window, seed=0))[:window_reads]
+    by_groups_rate = read(np.asarray(by_groups))
     in_order_rate = read(np.arange(min(reads, len(store))))
     queue.put({"reader": reader, "rows": len(store), "open_s": open_s,
                "written_bytes": _written_bytes() - written, "cache_bytes": _folder_bytes(Path(cache_dir)),
                "uss_gb": psutil.Process().memory_full_info().uss / 2**30, "baseline_uss_gb": baseline_uss / 2**30,
                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-               "shuffled_per_s": shuffled_rate, "in_order_per_s": in_order_rate})
+               "shuffled": shuffled_rate, "by_groups": by_groups_rate, "by_groups_reads": len(by_groups),
+               "in_order": in_order_rate})
+
+
+def _rate(figures):
+    per_s, fetch_ms = figures
+    return f"{per_s:.1f} ({fetch_ms:.2f})"
+
+
+def _row_groups(path):
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    return [metadata.row_group(i) for i in range(metadata.num_row_groups)]
 
 
 def scale_rows(root: Path, args) -> list:
@@ -213,8 +248,7 @@ def scale_rows(root: Path, args) -> list:
 
     def run(readers):
         queue = context.Queue()
-        children = [context.Process(target=scale_child, args=(reader, files, str(root / f"arrow_{i}"),
-                                                              args.scale_reads, queue))
+        children = [context.Process(target=scale_child, args=(reader, files, str(root / f"arrow_{i}"), args, queue))
                     for i, reader in enumerate(readers)]
         for child in children:
             child.start()
@@ -223,16 +257,20 @@ def scale_rows(root: Path, args) -> list:
             child.join()
         return results
 
-    for reader in ("in place", "HF Arrow copy"):
-        print(f"scale: {reader} ...", file=sys.stderr, flush=True)
+    for round_, reader in [(r, reader) for r in range(1, args.scale_rounds + 1) for reader in ("in place", "HF Arrow copy")]:
+        print(f"scale: {reader}, round {round_} ...", file=sys.stderr, flush=True)
         (f,) = run([reader])
+        shutil.rmtree(root / "arrow_0", ignore_errors=True)  # one Arrow copy on disk at a time
         name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (earlier reader)"
+        name += f", round {round_}" if args.scale_rounds > 1 else ""
         lines.append(f"| data at scale | {name} | {len(files)} shards, {f['rows']:,} rows, {size_gb:.1f} GB, "
                      f"row groups of {args.scale_group_rows} | 1 process | first open {f['open_s']:.1f} s, "
                      f"wrote {f['written_bytes'] / 2**20:,.0f} MiB (cache {f['cache_bytes'] / 2**20:,.0f} MiB), "
                      f"USS {f['uss_gb']:.2f} GiB ({f['baseline_uss_gb']:.2f} after imports), "
-                     f"peak RSS {f['peak_rss_gb']:.2f} GiB; {f['shuffled_per_s']:.1f} samples/s shuffled, "
-                     f"{f['in_order_per_s']:.1f} in order | | |")
+                     f"peak RSS {f['peak_rss_gb']:.2f} GiB; samples/s (ms per sample fetching): "
+                     f"{_rate(f['shuffled'])} shuffled, {_rate(f['by_groups'])} shuffled by row groups "
+                     f"(window {args.scale_window}, {f['by_groups_reads']:,} rows), {_rate(f['in_order'])} "
+                     f"in order | | |")
     print("scale: two processes at once ...", file=sys.stderr, flush=True)
     both = run(["in place", "in place"])
     opens = " and ".join(f"{f['open_s']:.1f}" for f in both)

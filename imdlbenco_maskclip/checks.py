@@ -139,6 +139,7 @@ def _train(command, args, model_args):
     # Before any data is opened; test commands take every weight from the checkpoint.
     models.check_weight_files(args.model, {**vars(model_args), **vars(args)})
     _at_least(args, 1, "batch_size", "epochs", "test_period", "accum_iter")
+    _at_least(args, 0, "shuffle_window")
     for flag in ("lr", "blr", "min_lr", "weight_decay"):
         value = getattr(args, flag)
         if value is not None and (value < 0 or (flag in ("lr", "blr") and value == 0)):

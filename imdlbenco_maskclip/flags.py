@@ -145,6 +145,11 @@ def _train(add, command):
         help="training augmentations: paper (blur, JPEG, scale, flips; random crop when padding), "
              "authors (their train.py: also brightness/contrast and rotate-90), benco (BenCo's list, "
              "with its copy-move and inpainting), none")
+    add("--shuffle_window", default=4, type=int,
+        help="parquet sources (OpenSDID): each epoch takes the row groups in a random order and shuffles "
+             "the samples within windows of this many row groups, so that each DataLoader worker reads "
+             "each row group once and caches one window (about 30 MB per row group of 512 px PNGs); "
+             "0: a fully random order, which reads about one row group per sample")
     add("--epochs", default=20, type=int)
     add("--start_epoch", default=0, type=int, help="set from the checkpoint by --resume")
     add("--test_period", default=4, type=int, help="test after every N-th epoch and after the last one")

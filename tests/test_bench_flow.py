@@ -36,5 +36,9 @@ def test_scale_rows_show_the_reader_in_place_writing_nothing():
     rows = dict(re.findall(r"^\| data at scale \| (.+?) \| 3 shards, 36 rows.*?wrote ([\d,]+) MiB", proc.stdout, flags=re.M))
     assert set(rows) == {"OpenSDID in place (pyarrow)", "HF datasets Arrow copy (earlier reader)"}
     assert rows["OpenSDID in place (pyarrow)"] == "0"
+    rates = re.findall(r"^\| data at scale \| .+?samples/s \(ms per sample fetching\): ([\d.]+) \(([\d.]+)\) shuffled, "
+                       r"([\d.]+) \(([\d.]+)\) shuffled by row groups \(window 4, 36 rows\), ([\d.]+) \(([\d.]+)\) "
+                       r"in order", proc.stdout, flags=re.M)
+    assert len(rates) == 2 and all(float(figure) > 0 for figures in rates for figure in figures)
     assert re.search(r"^\| data at scale \| OpenSDID in place \(pyarrow\) \| the same shards \| 2 processes at once "
                      r"\| first open [\d.]+ and [\d.]+ s, wrote 0 MiB", proc.stdout, flags=re.M)

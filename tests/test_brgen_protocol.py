@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 
 from imdlbenco_maskclip import compat
-from imdlbenco_maskclip.engine import data
+from imdlbenco_maskclip.engine import data, runtime
 from imdlbenco_maskclip.engine.brgen_protocol import area_bin, protocol_figures
 from imdlbenco_maskclip.engine.evaluators import build_evaluators, evaluate
 
@@ -85,6 +85,7 @@ def run_fixture():
 
 
 def _rank_worker(rank, world, port, results):
+    torch.set_num_threads(runtime.cpu_threads_per_process(world))  # not OMP_NUM_THREADS=2 in each
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     results[rank] = run_fixture()

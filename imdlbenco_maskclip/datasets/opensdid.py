@@ -475,6 +475,15 @@ class OpenSDID(MaskAreaMixin, AbstractDataset):
         lines += [f"  {key}: {reason}" for key, reason in self.skipped.items()]
         return "\n".join(lines)
 
+    def row_groups(self):
+        """The parquet row group of each sample, in index order; None for a source that is not
+        parquet shards (a save_to_disk copy, an image folder)."""
+        return self._store.row_groups(self._rows) if isinstance(self._store, ParquetRows) else None
+
+    def cache_row_groups(self, count):
+        """Size each process's cache of a parquet source to hold ``count`` row groups."""
+        self._store.cache_row_groups(count)
+
     @property
     def keys(self):
         return [self._store.keys[r] for r in self._rows]

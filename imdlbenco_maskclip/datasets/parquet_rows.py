@@ -10,7 +10,8 @@ when the row is read, as "the image cell is empty", rather than at opening.
 Rows are read lazily by row group: ``fetch`` reads the requested column of the row's row
 group (pyarrow cannot read less of a parquet column chunk) and keeps the last few in a cache
 bounded in bytes. Sequential reading thus reads each row group once; shuffled reading over
-many row groups reads about one row group per row.
+many row groups reads about one row group per row, unless the order keeps to a few row groups
+at a time (``row_group_shuffle``, with ``cache_row_groups`` sizing the cache for them).
 
 Open files and the cache belong to one process: a DataLoader worker (forked or spawned)
 opens its own on first use, so nothing mutable is shared between processes.
@@ -119,7 +120,8 @@ class ParquetRows:
         import pyarrow.parquet as pq
         self._files = [os.fspath(f) for f in files]
         self.cache_bytes = cache_bytes
-        keys, labels, has_image, has_mask, group_rows, group_file, group_index = [], [], [], [], [], [], []
+        keys, labels, has_image, has_mask = [], [], [], []
+        group_rows, group_file, group_index, group_bytes = [], [], [], []
         for file_index, path in enumerate(self._files):
             try:
                 shard = pq.ParquetFile(path, pre_buffer=False)
@@ -138,6 +140,8 @@ class ParquetRows:
                 group_rows.append(meta.num_rows)
                 group_file.append(file_index)
                 group_index.append(group)
+                group_bytes.append(sum(meta.column(leaf).total_uncompressed_size
+                                       for column in ("image", "mask") for leaf in leaves[column]))
                 for column, presence in (("image", has_image), ("mask", has_mask)):
                     known = _presence_from_statistics(meta, leaves[column])
                     presence.append(known if known is not None
@@ -151,10 +155,22 @@ class ParquetRows:
         # [group_start[g], group_start[g + 1]).
         self._group_start = np.concatenate([[0], np.cumsum(group_rows)]).astype(np.int64)
         self._group_file, self._group_index = group_file, group_index
+        self._group_bytes = np.asarray(group_bytes, dtype=np.int64)  # image and mask columns, as stored
         self._reset_process_state()
 
     def __len__(self):
         return len(self.keys)
+
+    def row_groups(self, rows):
+        """The row group (numbered across all shards) of each of ``rows``."""
+        return np.searchsorted(self._group_start, np.asarray(rows), side="right") - 1
+
+    def cache_row_groups(self, count):
+        """Make each process's cache hold the image and mask columns of ``count`` + 1 of the largest
+        row groups, at least, so that an order that keeps to ``count`` row groups at a time reads
+        each once (one more as a margin: a column takes a little more memory than its stored size)."""
+        largest = np.sort(self._group_bytes)[::-1][:count + 1]
+        self.cache_bytes = max(self.cache_bytes, int(largest.sum()))
 
     def fetch(self, row, column):
         """The bytes (or path) in ``column`` of ``row``, or None where the cell is empty."""

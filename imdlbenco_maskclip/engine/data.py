@@ -25,6 +25,7 @@ from IMDLBenCo.registry import DATASETS, POSTFUNCS
 
 from ..datasets.mask_area import WITH_AREA
 from ..datasets.opensdid import BadSampleError, parse_source
+from ..datasets.row_group_shuffle import RowGroupShuffleSampler
 from ..errors import DataError, UserError
 
 
@@ -232,12 +233,27 @@ def pin_memory(args):
     return bool(args.pin_mem) and torch.device(args.device).type == "cuda"
 
 
-def train_loader(dataset, args):
+def train_sampler(dataset, args):
+    """A dataset read from parquet row groups (OpenSDID's shards, hub ids, the embedded sample)
+    is shuffled row group by row group (``--shuffle_window``; see ``datasets.row_group_shuffle``),
+    so that each worker reads each row group once per epoch; any other, and
+    ``--shuffle_window 0``, by BenCo's samplers."""
+    groups = dataset.row_groups() if args.shuffle_window and hasattr(dataset, "row_groups") else None
+    if groups is not None:
+        dataset.cache_row_groups(args.shuffle_window)
+        print(f"[data] training order: row groups at random, samples shuffled within windows of "
+              f"{args.shuffle_window} row groups (--shuffle_window)")
+        return RowGroupShuffleSampler(groups, window=args.shuffle_window, batch_size=args.batch_size,
+                                      num_workers=args.num_workers, num_replicas=misc.get_world_size(),
+                                      rank=misc.get_rank(), seed=args.seed)
     if args.distributed:
-        sampler = DistributedSampler(dataset, num_replicas=misc.get_world_size(), rank=misc.get_rank(),
-                                     shuffle=True, seed=args.seed)
-    else:
-        sampler = RandomSampler(dataset)
+        return DistributedSampler(dataset, num_replicas=misc.get_world_size(), rank=misc.get_rank(),
+                                  shuffle=True, seed=args.seed)
+    return RandomSampler(dataset)
+
+
+def train_loader(dataset, args):
+    sampler = train_sampler(dataset, args)
     loader = DataLoader(dataset, sampler=sampler, batch_size=args.batch_size, num_workers=args.num_workers,
                         pin_memory=pin_memory(args), drop_last=True)
     if len(loader) == 0:

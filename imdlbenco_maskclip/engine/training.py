@@ -138,7 +138,7 @@ def run(args, model_args):
     start_time = time.time()
     results = avg = None
     for epoch in range(args.start_epoch, args.epochs):
-        if args.distributed:
+        if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler, RowGroupShuffleSampler
             train_loader.sampler.set_epoch(epoch)
         train_stats = train_one_epoch(parts.model, train_loader, parts.optimizer, device, epoch, parts.scaler,
                                       log_writer=log_writer, log_per_epoch_count=args.log_per_epoch_count,
