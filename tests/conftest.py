@@ -48,6 +48,9 @@ def unpatched_benco(monkeypatch):
     for name in ("__init__", "detection_loss"):
         monkeypatch.setattr(Trufor, name, getattr(Trufor, name))
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", torch.nn.parallel.DistributedDataParallel)
+    # The classmethod object itself: getattr would give a bound method, restored as a plain one.
+    monkeypatch.setattr(torch.nn.SyncBatchNorm, "convert_sync_batchnorm",
+                        torch.nn.SyncBatchNorm.__dict__["convert_sync_batchnorm"])
     monkeypatch.setattr(compat, "_applied", compat._applied)
 
 
