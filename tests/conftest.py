@@ -104,3 +104,31 @@ def parity_reference_missing(reason):
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"{reason}; CI=true needs the parity tests to run", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+def through_test_robust_and_predict(run_cli, common, evaluation, tmp_path):
+    """A checkpoint (``common`` flags) through ``test`` and ``test-robust`` on ``evaluation``'s
+    four-image set "four", then ``predict`` on a random 64 x 64 photo, with the checks every
+    model shares. ``run_cli(argv)`` -> what the command printed.
+    -> (test's log, the photo [1, 3, 64, 64] in [0, 1], its predicted mask [64, 64] in 0-255)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    log = run_cli(["test", *common, *evaluation, "--output_dir", str(tmp_path / "test")])
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["four"]
+    assert metrics["n_images"] == 4 and metrics["image_auc"] is not None  # P(fake) is a score
+
+    run_cli(["test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
+             "--output_dir", str(tmp_path / "robust")])
+    rows = json.loads((tmp_path / "robust" / "robustness.json").read_text())["rows"]
+    assert {row["perturbation"] for row in rows} >= {"gaussian_blur", "jpeg"}
+
+    # A 64 x 64 photo (no resize): its mask is comparable pixel for pixel with a model's.
+    pixels = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    run_cli(["predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png")])
+    mask = np.asarray(Image.open(tmp_path / "predict" / "masks" / "photo.png")).astype(float)
+    assert mask.std() > 1.0  # not a flat mask that any model would match
+    return log, torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255, mask

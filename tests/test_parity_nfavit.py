@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import import_file, parity_reference_missing
+from conftest import import_file, parity_reference_missing, through_test_robust_and_predict
 
 from imdlbenco_maskclip.engine.models import load_model
 from imdlbenco_maskclip.model_zoo.nfa_vit import NFA_ViT, authors_checkpoint_filter
@@ -208,34 +208,17 @@ def test_same_picks_outputs_losses_and_gradients(models, training, batch_size):
 
 def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_path):
     """Every weight from the checkpoint: the weight files its args name do not exist here."""
-    import json
-
     import numpy as np
-    from PIL import Image
     from test_e2e_cli import run_cli
     from test_nfavit_cli import four_images
 
     theirs, _, path, _ = models
     common = ["--checkpoint_path", str(path), "--image_size", "64", "--device", "cpu", "--num_workers", "0"]
     evaluation = ["--test_data_path", str(four_images(tmp_path)[1]), "--test_batch_size", "4"]
-    log = run_cli(["test", *common, *evaluation, "--output_dir", str(tmp_path / "test")])
+    log, image, mask = through_test_robust_and_predict(run_cli, common, evaluation, tmp_path)
     assert "--np_pretrain_weights none" in log  # nothing read but the checkpoint
-    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())["splits"]["four"]
-    assert metrics["n_images"] == 4 and metrics["image_auc"] is not None
-
-    run_cli(["test-robust", *common, *evaluation, "--blur_kernels", "5", "--jpeg_qualities", "70",
-             "--output_dir", str(tmp_path / "robust")])
-    rows = json.loads((tmp_path / "robust" / "robustness.json").read_text())["rows"]
-    assert {row["perturbation"] for row in rows} >= {"gaussian_blur", "jpeg"}
-
-    pixels = np.random.default_rng(8).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "photo.png")
-    run_cli(["predict", *common, "--output_dir", str(tmp_path / "predict"), str(tmp_path / "photo.png")])
-    mask = np.asarray(Image.open(tmp_path / "predict" / "masks" / "photo.png")).astype(float)
-    image = torch.from_numpy(pixels).permute(2, 0, 1).float()[None] / 255
     image = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         out = theirs.eval()(image=image, mask=torch.zeros(1, 1, 64, 64), label=torch.zeros(1).long())
     assert np.abs(mask - out["pred_mask"][0, 0].numpy() * 255).max() <= 1.0
-    assert mask.std() > 1.0  # not a flat mask that any model would match
