@@ -8,11 +8,16 @@ scanned for
 * command lines (``benco-maskclip CMD``, ``python -m imdlbenco_maskclip CMD``, a
   ``run_scripts/*.sh`` or ``benchmarks/*.py`` run), whose ``--flags`` must appear in that
   command's ``--help`` (with the line's ``--model`` and ``--config``), so that a renamed flag
-  cannot leave the docs behind;
+  cannot leave the docs behind; runs of BenCo's stock ``train.py``, ``test.py`` and
+  ``test_robust.py``, whose flags must be the script's own or the ``--model``'s; shell
+  variables a code block sets (``TINY="--model ..."``) are expanded first;
 * flags named in running text (`` `--image_size` ``), which some command, model, benchmark,
-  torchrun or BenCo's stock scripts must accept.
+  torchrun or BenCo's stock scripts must accept;
+* the README, which must link every page of docs/, every model card and the contributors'
+  pages, so that each is one link away.
 """
 import contextlib
+import inspect
 import io
 import re
 import runpy
@@ -34,6 +39,8 @@ REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.M)
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 OUR_COMMAND = re.compile(r"(?:benco-maskclip|-m\s+imdlbenco_maskclip)\s+([a-z][a-z-]*)")
 SCRIPT_RUN = re.compile(r"((?:run_scripts|benchmarks)/[\w.-]+\.(?:sh|py))")
+STOCK_RUN = re.compile(r"(?:^|[\s/])((?:train|test|test_robust)\.py)(?=\s|$)")
+ASSIGNMENT = re.compile(r"^([A-Z_][A-Z0-9_]*)=\"([^\"$]*)\"\s*$", re.M)
 
 
 def markdown_files():
@@ -133,15 +140,23 @@ def test_named_repository_paths_exist(page):
     assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
 
 
+def expand_variables(block):
+    """A code block with the values of its own ``NAME="..."`` assignments put in for
+    ``$NAME`` and ``${NAME}``."""
+    for name, value in ASSIGNMENT.findall(block):
+        block = re.sub(r"\$(?:\{%s\}|%s\b)" % (name, name), lambda _: value, block)
+    return block
+
+
 def command_lines(text):
     """Shell lines of code blocks (continuations joined) and code spans that run something."""
     prose, blocks = split_code(text)
-    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    lines = [line for block in blocks for line in expand_variables(block).replace("\\\n", " ").splitlines()]
     lines += INLINE_CODE.findall(prose)
     for line in lines:
         line = line.split(" #")[0]
         for part in re.split(r"&&|\|\||;|\|", line):
-            if OUR_COMMAND.search(part) or SCRIPT_RUN.search(part):
+            if OUR_COMMAND.search(part) or SCRIPT_RUN.search(part) or STOCK_RUN.search(part):
                 yield part.strip()
 
 
@@ -204,6 +219,22 @@ def script_commands(script):
     return [(command,) + (("--config", config.group(0)) if config else ()) for command in sorted(commands)]
 
 
+@lru_cache(maxsize=None)
+def stock_script_flags(script, model):
+    """The flags that BenCo's stock ``script`` (train.py, test.py, test_robust.py) takes: its
+    own, and as it does, the constructor arguments of ``model``."""
+    import IMDLBenCo
+    from IMDLBenCo.registry import MODELS
+
+    source = (Path(IMDLBenCo.__file__).parent / "training_scripts" / script).read_text()
+    flags = set(re.findall(r"add_argument\(\s*['\"](--[A-Za-z][\w-]*)", source))
+    if model:
+        assert model in MODELS.module_dict, f"{script}: no model {model!r} in BenCo's MODELS"
+        flags |= {f"--{name}" for name in inspect.signature(MODELS.get(model).__init__).parameters
+                  if name != "self"}
+    return frozenset(flags)
+
+
 def unknown_flags(line):
     tokens = words(line)
     match = OUR_COMMAND.search(line)
@@ -212,6 +243,12 @@ def unknown_flags(line):
         assert command in COMMANDS, f"`{line}`: no command {command!r} (commands: {list(COMMANDS)})"
         after = tokens[next(i for i, t in enumerate(tokens) if t == command) + 1:]
         return [flag for flag in long_flags(after) if flag not in help_flags(command_argv(command, after))]
+    if not SCRIPT_RUN.search(line):
+        script = STOCK_RUN.search(line).group(1)
+        after = tokens[next(i for i, t in enumerate(tokens) if t.split("/")[-1] == script) + 1:]
+        model = option(after, "--model")
+        accepted = stock_script_flags(script, model if model and "$" not in model else None)
+        return [flag for flag in long_flags(after) if flag not in accepted]
     script = SCRIPT_RUN.search(line).group(1)
     assert (ROOT / script).exists(), f"`{line}`: {script} does not exist"
     after = tokens[next(i for i, t in enumerate(tokens) if t.endswith(script)) + 1:]
@@ -239,6 +276,11 @@ def test_the_check_finds_a_renamed_flag_a_broken_link_and_a_missing_file(tmp_pat
     assert unknown_flags("benco-maskclip test --checkpoint_path ckpt --test_split sd15") == ["--test_split"]
     assert unknown_flags("benco-maskclip train --model MaskCLIP --model_setting tiny --clip_layer 1") == ["--clip_layer"]
     assert unknown_flags("bash run_scripts/train_maskclip.sh --resume auto --epoch 3") == ["--epoch"]
+    assert unknown_flags("torchrun --nnodes=1 ./train.py --model MaskCLIP --model_setting tiny --test_split x") == [
+        "--test_split"]
+    assert unknown_flags("torchrun test.py --model MaskCLIP --test_data_path t.json") == ["--test_data_path"]
+    assert list(command_lines('```\nT="--model MaskCLIP --clip_layer 1"\n$RUN train.py $T --epochs 1\n```\n')) == [
+        "$RUN train.py --model MaskCLIP --clip_layer 1 --epochs 1"]
     assert list(named_paths("run `run_scripts/no_such.sh` on `benco_configs/<name>.yaml`")) == [
         "run_scripts/no_such.sh", "benco_configs/<name>.yaml"]
     assert not exists("run_scripts/no_such.sh") and exists("benco_configs/<name>.yaml")
@@ -248,6 +290,24 @@ def test_the_check_finds_a_renamed_flag_a_broken_link_and_a_missing_file(tmp_pat
     prose, _ = split_code(page.read_text())
     assert LINK.findall(prose) == ["#a-heading", "#another", "nothing.md"]
     assert anchors(page) == {"a-heading"}
+
+
+def pages_one_link_away():
+    """docs/ pages, model cards and the contributors' pages: each is to be linked from the README."""
+    return [page for page in MARKDOWN if page.parent == ROOT / "docs" or (
+        page.name == "README.md" and "model_zoo" in page.parts) or page.parent == ROOT and page.name in (
+        "CONTRIBUTING.md", "ARCHITECTURE.md", "CHANGELOG.md")]
+
+
+def test_the_readme_links_every_page():
+    readme = ROOT / "README.md"
+    prose, _ = split_code(readme.read_text())
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in LINK.findall(prose)
+              if not re.match(r"^[a-z][a-z0-9+.-]*:", target)}
+    pages = pages_one_link_away()
+    assert ROOT / "docs" / "faq.md" in pages and ROOT / "CONTRIBUTING.md" in pages
+    missing = sorted(str(page.relative_to(ROOT)) for page in pages if page not in linked)
+    assert not missing, f"README.md links no page {missing}: add each to its Documentation list"
 
 
 def test_the_readme_gives_the_test_command_that_ci_runs():
