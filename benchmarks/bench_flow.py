@@ -19,8 +19,8 @@ Two parts, printed as one markdown table:
   synthetic shards in the hub's layout and schema, row groups of ``--scale_group_rows`` rows
   (HF ``datasets`` wrote image datasets in row groups of 100), of 512 px PNG bytes repeated
   (each copy made unique after the PNG's end, so that parquet stores every copy as the hub's
-  shards do). The reader in place (pyarrow) beside the earlier one (HF ``datasets``' Arrow
-  copy, ``Dataset.from_parquet``), each in a fresh child process that holds no model: first
+  shards do). The reader in place (pyarrow) beside HF ``datasets``' Arrow copy
+  (``Dataset.from_parquet``), each in a fresh child process that holds no model: first
   open time, bytes the process wrote, its USS memory after reading, and samples/s of one
   process reading rows in three orders (fetch and PNG decode, image and mask, and of that the
   time fetching the bytes; the rest of the pipeline is the same for both): fully shuffled, shuffled by row groups as ``train`` does
@@ -261,7 +261,7 @@ def scale_rows(root: Path, args) -> list:
         print(f"scale: {reader}, round {round_} ...", file=sys.stderr, flush=True)
         (f,) = run([reader])
         shutil.rmtree(root / "arrow_0", ignore_errors=True)  # one Arrow copy on disk at a time
-        name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (earlier reader)"
+        name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (Dataset.from_parquet)"
         name += f", round {round_}" if args.scale_rounds > 1 else ""
         lines.append(f"| data at scale | {name} | {len(files)} shards, {f['rows']:,} rows, {size_gb:.1f} GB, "
                      f"row groups of {args.scale_group_rows} | 1 process | first open {f['open_s']:.1f} s, "

@@ -34,7 +34,7 @@ def test_scale_rows_show_the_reader_in_place_writing_nothing():
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = dict(re.findall(r"^\| data at scale \| (.+?) \| 3 shards, 36 rows.*?wrote ([\d,]+) MiB", proc.stdout, flags=re.M))
-    assert set(rows) == {"OpenSDID in place (pyarrow)", "HF datasets Arrow copy (earlier reader)"}
+    assert set(rows) == {"OpenSDID in place (pyarrow)", "HF datasets Arrow copy (Dataset.from_parquet)"}
     assert rows["OpenSDID in place (pyarrow)"] == "0"
     rates = re.findall(r"^\| data at scale \| .+?samples/s \(ms per sample fetching\): ([\d.]+) \(([\d.]+)\) shuffled, "
                        r"([\d.]+) \(([\d.]+)\) shuffled by row groups \(window 4, 36 rows\), ([\d.]+) \(([\d.]+)\) "
