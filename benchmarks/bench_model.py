@@ -115,10 +115,23 @@ def _count_cpu_attention() -> None:
         return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                                output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """A convolution's gradients as the same work as its forward each: the input's gradient
+    (when asked for) and the weight's. torch's own formula leaves ``groups`` out of the weight's
+    gradient, counting a depthwise convolution's backward (SegFormer's, UniFormer's) ``groups``
+    times over; with ``groups`` 1 the two formulas agree."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def counted_flops(step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
     return counter.get_total_flops()
 

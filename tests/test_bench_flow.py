@@ -1,9 +1,12 @@
 """benchmarks/bench_flow.py's data-loading part runs and reports both readers at each size and
-augmentation (its figures are measurements, not checked here; docs/performance.md has one run)."""
+augmentation (its figures are measurements, not checked here; docs/performance.md has one run);
+a convolution's backward is counted as twice its forward, grouped or not."""
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,15 @@ def test_scale_rows_show_the_reader_in_place_writing_nothing():
     assert len(rates) == 2 and all(float(figure) > 0 for figures in rates for figure in figures)
     assert re.search(r"^\| data at scale \| OpenSDID in place \(pyarrow\) \| the same shards \| 2 processes at once "
                      r"\| first open [\d.]+ and [\d.]+ s, wrote 0 MiB", proc.stdout, flags=re.M)
+
+
+def test_a_convolutions_backward_counts_twice_its_forward_with_groups_too():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_model import counted_flops
+
+    for groups in (1, 64):  # torch's own formula counts the depthwise one's backward 64 times over
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=groups)
+        image = torch.randn(2, 64, 16, 16, requires_grad=True)
+        forward = counted_flops(lambda: conv(image))
+        assert forward == 2 * 2 * 16 * 16 * 64 * (64 // groups) * 9
+        assert counted_flops(lambda: conv(image).sum().backward()) == 3 * forward
