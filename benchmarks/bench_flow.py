@@ -10,17 +10,20 @@ Two parts, printed as one markdown table:
   512 px for SD1.5 and SD2, 1024 px for SDXL, SD3 and Flux), PNG in both.
   A DataLoader worker runs exactly this loop, so N workers give at most N times the figure.
 * **Models**: one training step (forward, backward, AdamW) and one inference forward of
-  MaskCLIP (the paper's vitl14_mae), IML-ViT, CAT-Net and TruFor, all with random weights at
-  the same batch, input size and dtype, on a batch from the same pipeline (each model's BenCo
-  post function included: CAT-Net's DCT coefficients). The FLOPs each step counts and the fraction of
-  the machine's fp32 matmul throughput (measured in the same run) come with it.
+  MaskCLIP (the paper's vitl14_mae), IML-ViT, CAT-Net and TruFor (by default; ``--models``
+  also takes NFA-ViT and the crossed benchmark's SparseViT, PSCC-Net, MVSS-Net and ManTra-Net),
+  all with random weights at the same batch, input size and dtype, on a batch from the same
+  pipeline (each model's BenCo post function included: CAT-Net's DCT coefficients). The FLOPs
+  each step counts and the fraction of the machine's fp32 matmul throughput (measured in the
+  same run) come with it. ``--flops_only`` counts each step's FLOPs once and times nothing
+  (no data or scale rows): FLOPs do not depend on the machine or its load.
 
 * **Reading OpenSDID at full size** (``--scale_shards``, e.g. 70 as SD1.5's training split):
   synthetic shards in the hub's layout and schema, row groups of ``--scale_group_rows`` rows
   (HF ``datasets`` wrote image datasets in row groups of 100), of 512 px PNG bytes repeated
   (each copy made unique after the PNG's end, so that parquet stores every copy as the hub's
-  shards do). The reader in place (pyarrow) beside the earlier one (HF ``datasets``' Arrow
-  copy, ``Dataset.from_parquet``), each in a fresh child process that holds no model: first
+  shards do). The reader in place (pyarrow) beside HF ``datasets``' Arrow copy
+  (``Dataset.from_parquet``), each in a fresh child process that holds no model: first
   open time, bytes the process wrote, its USS memory after reading, and samples/s of one
   process reading rows in three orders (fetch and PNG decode, image and mask, and of that the
   time fetching the bytes; the rest of the pipeline is the same for both): fully shuffled, shuffled by row groups as ``train`` does
@@ -32,6 +35,11 @@ Example, the figures in docs/performance.md (2 CPU threads)::
 
     python benchmarks/bench_flow.py --threads 2
     python benchmarks/bench_flow.py --models '' --augments none --input_sizes '' --scale_shards 70 --scale_rounds 2
+
+and the crossed benchmark's models in docs/benchmarking.md::
+
+    python benchmarks/bench_flow.py --flops_only --threads 1 --models NFA_ViT,SparseViT,PSCC_Net,MVSSNet,Trufor
+    python benchmarks/bench_flow.py --flops_only --threads 1 --models MantraNet --image_size 256
 
 Needs the baselines extra for CAT-Net (``jpegio``); ``--models`` chooses. Nothing is
 downloaded; every file it writes goes to a temporary folder.
@@ -48,15 +56,25 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import _count_cpu_attention, matmul_gflops, time_both_phases  # noqa: E402
+from bench_model import _count_cpu_attention, counted_flops, matmul_gflops, time_both_phases  # noqa: E402
 
+# Each model's flags for random weights, nothing read or downloaded, with its recipe's other
+# model flags (benco_configs/): MVSS-Net's edge mask and two streams, SparseViT's default blocks.
 MODELS = {
     "MaskCLIP": ["--model", "MaskCLIP", "--model_setting", "vitl14_mae", "--clip_pretrained", "none",
                  "--pixel_pretrained", "none"],
     "IML_ViT": ["--model", "IML_ViT", "--edge_mask_width", "7"],
     "Cat_Net": ["--model", "Cat_Net", "--pretrained_rgb", "none", "--pretrained_dct", "none"],
     "Trufor": ["--model", "Trufor"],  # random weight files are written for it: see trufor_files
+    "NFA_ViT": ["--model", "NFA_ViT", "--np_pretrain_weights", "none", "--seg_b0_pretrain_weights", "none",
+                "--seg_b2_pretrain_weights", "none"],
+    "SparseViT": ["--model", "SparseViT"],
+    "PSCC_Net": ["--model", "PSCC_Net", "--pretrain_path", "none"],
+    "MVSSNet": ["--model", "MVSSNet", "--resnet50_pretrain_weights", "none", "--edge_mask_width", "7"],
+    "MantraNet": ["--model", "MantraNet"],
 }
+# Timed by default (docs/performance.md); the others are chosen with --models.
+TIMED_MODELS = ("MaskCLIP", "IML_ViT", "Cat_Net", "Trufor")
 
 
 def parse_args(argv=None):
@@ -65,7 +83,11 @@ def parse_args(argv=None):
     parser.add_argument("--image_size", type=int, default=512, help="the pipeline's and the models' input size")
     parser.add_argument("--augments", default="none,paper", help="--augment values to time, comma-separated")
     parser.add_argument("--images", type=int, default=48, help="samples per data-loading measurement")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, or '' for data loading only")
+    parser.add_argument("--models", default=",".join(TIMED_MODELS),
+                        help=f"comma-separated, of {', '.join(MODELS)}; '' for data loading only")
+    parser.add_argument("--flops_only", action="store_true",
+                        help="only count each model's FLOPs (one training step, one inference forward), "
+                             "timing nothing: no data loading or scale rows, empty time columns")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per model phase, after one warm-up")
     parser.add_argument("--device", default="cpu")
@@ -261,7 +283,7 @@ def scale_rows(root: Path, args) -> list:
         print(f"scale: {reader}, round {round_} ...", file=sys.stderr, flush=True)
         (f,) = run([reader])
         shutil.rmtree(root / "arrow_0", ignore_errors=True)  # one Arrow copy on disk at a time
-        name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (earlier reader)"
+        name = "OpenSDID in place (pyarrow)" if reader == "in place" else "HF datasets Arrow copy (Dataset.from_parquet)"
         name += f", round {round_}" if args.scale_rounds > 1 else ""
         lines.append(f"| data at scale | {name} | {len(files)} shards, {f['rows']:,} rows, {size_gb:.1f} GB, "
                      f"row groups of {args.scale_group_rows} | 1 process | first open {f['open_s']:.1f} s, "
@@ -324,7 +346,13 @@ def model_figures(name: str, parquet: Path, folder: Path, args) -> dict:
         with torch.no_grad():
             model(**batch, if_predcit_label=True)
 
-    train_s, train_flops, eval_s, eval_flops = time_both_phases(model, train_step, eval_step, args.steps, device)
+    if args.flops_only:
+        model.train()
+        train_flops = counted_flops(train_step)
+        model.eval()
+        train_s, eval_s, eval_flops = None, None, counted_flops(eval_step)
+    else:
+        train_s, train_flops, eval_s, eval_flops = time_both_phases(model, train_step, eval_step, args.steps, device)
     return {"train_s": train_s, "eval_s": eval_s, "train_gflop": train_flops / 1e9,
             "eval_gflop": eval_flops / 1e9, "trainable_m": sum(p.numel() for p in trainable) / 1e6}
 
@@ -339,10 +367,12 @@ def main():
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         sys.exit(f"--models: unknown {unknown}; choose from {sorted(MODELS)}")
+    if args.flops_only:  # nothing timed: no data rows, no machine throughput
+        args.input_sizes, args.scale_shards = "", 0
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench_flow_") as tmp:
         root = Path(tmp)
-        machine_before = matmul_gflops(torch.device(args.device))
+        machine_before = None if args.flops_only else matmul_gflops(torch.device(args.device))
         inputs = {}
         for side in (int(s) for s in args.input_sizes.split(",") if s):
             print(f"writing {args.images} images of {side} px ...", file=sys.stderr, flush=True)
@@ -361,18 +391,22 @@ def main():
             # Any stored size serves: the pipeline resizes to --image_size before the model.
             model_data = inputs[min(inputs)][0] if inputs else write_inputs(root, args.image_size, args.batch_size)[0]
         for name in names:
-            print(f"timing {name} ...", file=sys.stderr, flush=True)
+            print(f"{'counting' if args.flops_only else 'timing'} {name} ...", file=sys.stderr, flush=True)
             figures[name] = model_figures(name, model_data, root, args)
-        machine = (machine_before + matmul_gflops(torch.device(args.device))) / 2
+        machine = None if args.flops_only else (machine_before + matmul_gflops(torch.device(args.device))) / 2
         for name, f in figures.items():
             setting = f"batch {args.batch_size}, {args.image_size} px, fp32, {args.device}"
             for phase, label in (("train", "train step"), ("eval", "inference")):
                 seconds, gflop = f[f"{phase}_s"], f[f"{phase}_gflop"]
+                timing = (f"| | {gflop:.1f} | |" if seconds is None else
+                          f"| {args.batch_size / seconds:.2f} images/s | {gflop:.0f} | {gflop / seconds / machine:.0%} |")
                 lines.append(f"| {label} | {name} ({f['trainable_m']:.1f}M trainable) | {setting} "
-                             f"| {torch.get_num_threads()} threads | {args.batch_size / seconds:.2f} images/s "
-                             f"| {gflop:.0f} | {gflop / seconds / machine:.0%} |")
+                             f"| {torch.get_num_threads()} threads {timing}")
     print()
-    print(f"machine: fp32 matmul {machine:.0f} GFLOP/s (mean of before and after), torch {torch.__version__}")
+    if args.flops_only:
+        print(f"FLOPs counted by torch.utils.flop_counter (a multiply-add as 2), nothing timed, torch {torch.__version__}")
+    else:
+        print(f"machine: fp32 matmul {machine:.0f} GFLOP/s (mean of before and after), torch {torch.__version__}")
     print()
     print("| part | what | setting | processes | throughput | GFLOP per step | % of matmul |")
     print("|---|---|---|---|---|---|---|")

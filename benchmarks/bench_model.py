@@ -4,8 +4,8 @@ Random weights (no downloads). Prints one markdown table. Example, the paper set
 
     python benchmarks/bench_model.py --setting vitl14_mae --batch_size 1 --image_size 512 --threads 2 --steps 3
 
-``--reference`` times the authors' model (``../shared/reference/authors-maskclip`` or
-``authors-nfavit``, or ``--reference_code DIR``) beside ours at the same settings, alternately. Each phase (training
+``--reference`` times the authors' model (built from their code in ``--reference_code DIR``, the
+folder the parity tests read) beside ours at the same settings, alternately. Each phase (training
 step, inference) of each model runs in a child process of its own, so that peak memory is per
 model and phase. Every row also gives the machine's matmul throughput in the dtype being run
 (``--dtype``), measured in the same process before and after the timed phase, and the fraction
@@ -31,8 +31,11 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-REFERENCES = {model: Path(__file__).resolve().parents[2] / "shared" / "reference" / folder
-              for model, folder in (("MaskCLIP", "authors-maskclip"), ("NFA_ViT", "authors-nfavit"))}
+# Per model, the variable naming the folder of the authors' code, as the parity tests read it
+# (CONTRIBUTING.md), and where that folder is when the variable is not set (a development checkout).
+REFERENCES = {model: (variable, Path(__file__).resolve().parents[2] / "shared" / "reference" / folder)
+              for model, variable, folder in (("MaskCLIP", "MASKCLIP_AUTHORS_CODE", "authors-maskclip"),
+                                              ("NFA_ViT", "NFAVIT_AUTHORS_CODE", "authors-nfavit"))}
 
 
 def parse_args(argv=None):
@@ -50,14 +53,18 @@ def parse_args(argv=None):
     parser.add_argument("--grad_checkpointing", type=int, default=0, choices=(0, 1))
     parser.add_argument("--reference", action="store_true",
                         help="also time the authors' model (vitl14_mae only), alternately with ours")
-    parser.add_argument("--reference_code", help="folder of the authors' code (default: the --model's in ../shared)")
+    parser.add_argument("--reference_code",
+                        help="folder holding the authors' code and the authors_reference.py that builds their model, "
+                             "the folder the parity tests read (default: $MASKCLIP_AUTHORS_CODE for MaskCLIP, "
+                             "$NFAVIT_AUTHORS_CODE for NFA_ViT)")
     parser.add_argument("--rounds", type=int, default=2, help="with --reference: alternations of ours and theirs")
     parser.add_argument("--profile", action="store_true", help="print each phase's top operators")
     parser.add_argument("--phases", default="train,inference", help="phases to measure, comma-separated")
     parser.add_argument("--child", choices=("ours", "authors"), help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=("train", "inference"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.reference_code = args.reference_code or str(REFERENCES[args.model])
+    variable, fallback = REFERENCES[args.model]
+    args.reference_code = args.reference_code or os.environ.get(variable, str(fallback))
     return args
 
 
@@ -108,10 +115,23 @@ def _count_cpu_attention() -> None:
         return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                                output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """A convolution's gradients as the same work as its forward each: the input's gradient
+    (when asked for) and the weight's. torch's own formula leaves ``groups`` out of the weight's
+    gradient, counting a depthwise convolution's backward (SegFormer's, UniFormer's) ``groups``
+    times over; with ``groups`` 1 the two formulas agree."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def counted_flops(step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    mapping = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         step()
     return counter.get_total_flops()
 

@@ -1,10 +1,9 @@
-"""``--config FILE.yaml``: reading it, and the old flag names it or the command line may use."""
+"""``--config FILE.yaml``: reading it, and BenCo's flags that it or the command line may not use."""
 import yaml
 
 from .errors import UserError
 
-# Old spellings: giving one is an error that names the flag to use.
-RENAMED = {"out": "--output", "on-bad-sample": "--on_bad_sample"}
+# BenCo's flags that have no place here: giving one is an error that says what to do instead.
 REMOVED = {"pin_mem": "memory is pinned on CUDA by default; --no_pin_mem turns it off"}
 
 
@@ -28,9 +27,7 @@ def load_config(path):
     return {str(k).lstrip("-").replace("-", "_"): v for k, v in config.items()}
 
 
-def check_old_names(argv, config, where):
+def check_removed_flags(argv, config, where):
     for name, source in [(name, "") for name in given_on_command_line(argv)] + [(k, f" ({where})") for k in config]:
-        if name in RENAMED:
-            raise UserError(f"--{name} is now {RENAMED[name]}{source}")
         if name in REMOVED:
             raise UserError(f"--{name} is not a flag{source}", hint=REMOVED[name])

@@ -36,7 +36,7 @@ import typing
 import IMDLBenCo.training_scripts.utils.misc as misc
 
 from .checks import check, follow_image_size, note
-from .config import check_old_names, given_on_command_line, load_config
+from .config import check_removed_flags, given_on_command_line, load_config
 from .datasets.opensdid import OPENSDID_SPLITS
 from .engine import checkpoints, models
 from .engine.evaluators import IMAGE_SCORE_RULES, METRIC_KEYS
@@ -378,7 +378,7 @@ def parse(command, argv):
     config_path = pre.parse_known_args(argv)[0].config
     config = load_config(config_path) if config_path else {}
     where = f"--config {config_path}"
-    check_old_names(argv, config, where)
+    check_removed_flags(argv, config, where)
 
     parser = build_parser(command)
     own = _dests(parser)
