@@ -5,11 +5,26 @@ import tempfile
 # No test may reach a model or dataset hub: everything they load is made on the spot.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The suite runs in pytest-xdist's worker processes (setup.cfg's addopts), which inherit
+# the environment that this file gave the controlling process.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+def threads_per_test_process():
+    """Each worker's share of the cores, at most 2: OpenMP teams that together ask for more
+    threads than there are cores spin against each other (a 35x slowdown measured on 2 cores)."""
+    return max(1, min(2, len(os.sched_getaffinity(0)) // WORKERS))
+
+
+# OMP_NUM_THREADS set by the user wins; the one this file set (the marker says so) is
+# recomputed in each worker.
+if os.environ.get("OMP_NUM_THREADS") in (None, os.environ.get("_IMDLBENCO_MASKCLIP_TEST_THREADS")):
+    os.environ["OMP_NUM_THREADS"] = os.environ["_IMDLBENCO_MASKCLIP_TEST_THREADS"] = str(threads_per_test_process())
 # The embedded sample is built in a folder of this session, not the user's cache; set in
-# os.environ so that the torchrun and CLI subprocesses the tests start use it too.
-CACHE = tempfile.mkdtemp(prefix="imdlbenco_maskclip_test_cache_")
-os.environ["IMDLBENCO_MASKCLIP_CACHE"] = CACHE
+# os.environ so that the workers and the torchrun and CLI subprocesses the tests start use it
+# too (its build is locked: workers asking at once build it once).
+CACHE = os.environ.get("_IMDLBENCO_MASKCLIP_TEST_CACHE") or tempfile.mkdtemp(prefix="imdlbenco_maskclip_test_cache_")
+os.environ["IMDLBENCO_MASKCLIP_CACHE"] = os.environ["_IMDLBENCO_MASKCLIP_TEST_CACHE"] = CACHE
 
 import builtins
 import socket
@@ -21,7 +36,14 @@ import IMDLBenCo.training_scripts.utils.misc as misc
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(CACHE, ignore_errors=True)
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # the controlling process, after every worker
+        shutil.rmtree(CACHE, ignore_errors=True)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per 2 cores, at least 2 (each test runs on 1-2 threads; the
+    multi-process tests start their own processes)."""
+    return max(2, len(os.sched_getaffinity(0)) // 2)
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +126,18 @@ def parity_reference_missing(reason):
     if os.environ.get("CI", "").lower() in ("true", "1"):
         pytest.fail(f"{reason}; CI=true needs the parity tests to run", pytrace=False)
     pytest.skip(reason, allow_module_level=True)
+
+
+@pytest.fixture
+def cli_in_this_process(capsys, no_process_group_left_behind):
+    """``run(argv)`` -> what the command printed: our commands in this process, as the console
+    script runs them, without a new process's start-up (seconds of imports each)."""
+    from imdlbenco_maskclip.cli import main
+
+    def run(argv):
+        assert main(argv) == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+    return run
 
 
 def through_test_robust_and_predict(run_cli, common, evaluation, tmp_path):

@@ -152,7 +152,7 @@ def test_benco_train_one_epoch_runs_on_cpu_in_one_process():
 
 
 def _two_rank_worker(rank, port, results):
-    torch.set_num_threads(runtime.cpu_threads_per_process(2))  # not OMP_NUM_THREADS=2 in each of 2
+    torch.set_num_threads(runtime.cpu_threads_per_process(2))  # not conftest's OMP_NUM_THREADS in each of 2
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     compat.apply_patches()

@@ -31,7 +31,7 @@ def command(argv, nproc=1):
 
 
 def run_cli(argv, nproc=1, timeout=300):
-    # conftest's OMP_NUM_THREADS=2 is for one process; under torchrun the command shares the cores.
+    # conftest's OMP_NUM_THREADS is for one process; under torchrun the command shares the cores.
     env = {k: v for k, v in os.environ.items() if not (nproc > 1 and k == "OMP_NUM_THREADS")}
     proc = subprocess.run(command(argv, nproc), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{' '.join(argv)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

@@ -96,7 +96,7 @@ def run_protocol():
 
 
 def _rank_worker(rank, world, port, results):
-    torch.set_num_threads(runtime.cpu_threads_per_process(world))  # not OMP_NUM_THREADS=2 in each
+    torch.set_num_threads(runtime.cpu_threads_per_process(world))  # not conftest's OMP_NUM_THREADS in each
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     results[rank] = run_protocol()

@@ -19,7 +19,7 @@ def run_parity_files(authors_code, ci: bool, shadow_clip=None, files=PARITY_FILE
         env["CI"] = "true"
     if shadow_clip is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(shadow_clip), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *files], cwd=REPO, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider", *files], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
