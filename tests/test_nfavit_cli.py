@@ -1,11 +1,9 @@
-"""NFA_ViT through ``benco-maskclip``: train one epoch at 64 px from random weights on four
-images, then test and predict with the checkpoint it wrote."""
+"""NFA_ViT through ``benco-maskclip`` (the commands in this process): train one epoch at 64 px
+from random weights on four images, then test and predict with the checkpoint it wrote."""
 import json
 
 import numpy as np
 from PIL import Image
-
-from test_e2e_cli import run_cli
 
 RANDOM = ["--np_pretrain_weights", "none", "--seg_b0_pretrain_weights", "none", "--seg_b2_pretrain_weights", "none"]
 CPU = ["--device", "cpu", "--image_size", "64", "--if_resizing", "--num_workers", "0", "--seed", "0"]
@@ -30,7 +28,8 @@ def four_images(folder):
     return folder / "four.json", folder / "test_sets.json"
 
 
-def test_train_then_test_and_predict_with_its_checkpoint(tmp_path):
+def test_train_then_test_and_predict_with_its_checkpoint(tmp_path, cli_in_this_process):
+    run_cli = cli_in_this_process
     train_set, test_sets = four_images(tmp_path)
     out = tmp_path / "train"
     run_cli(["train", "--model", "NFA_ViT", *RANDOM, *CPU, "--data_path", str(train_set), "--batch_size", "2",

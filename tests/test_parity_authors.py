@@ -428,21 +428,14 @@ def four_image_test_set(folder):
     return folder / "test_sets.json"
 
 
-def test_their_checkpoint_goes_through_test_test_robust_and_predict(authors_checkpoint_at_64, tmp_path, capsys,
-                                                                     no_process_group_left_behind):
-    """The three commands in this process (as the console script runs them, without its start-up)."""
+def test_their_checkpoint_goes_through_test_test_robust_and_predict(authors_checkpoint_at_64, tmp_path,
+                                                                     cli_in_this_process):
     import numpy as np
-
-    from imdlbenco_maskclip.cli import main
-
-    def run_cli(argv):
-        assert main(argv) == 0, capsys.readouterr().err
-        return capsys.readouterr().out
 
     theirs, path = authors_checkpoint_at_64
     common = ["--checkpoint_path", str(path), "--clip_layers", TAPS, "--device", "cpu", "--num_workers", "0"]
     evaluation = ["--test_data_path", str(four_image_test_set(tmp_path)), "--test_batch_size", "4"]
-    log, image, mask = through_test_robust_and_predict(run_cli, common, evaluation, tmp_path)
+    log, image, mask = through_test_robust_and_predict(cli_in_this_process, common, evaluation, tmp_path)
     assert "authors' train.py" in log
     image = (image - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     with torch.no_grad():

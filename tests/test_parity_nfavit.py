@@ -206,16 +206,15 @@ def test_same_picks_outputs_losses_and_gradients(models, training, batch_size):
     assert worst[0] <= 1e-4, worst
 
 
-def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_path):
+def test_their_checkpoint_goes_through_test_test_robust_and_predict(models, tmp_path, cli_in_this_process):
     """Every weight from the checkpoint: the weight files its args name do not exist here."""
     import numpy as np
-    from test_e2e_cli import run_cli
     from test_nfavit_cli import four_images
 
     theirs, _, path, _ = models
     common = ["--checkpoint_path", str(path), "--image_size", "64", "--device", "cpu", "--num_workers", "0"]
     evaluation = ["--test_data_path", str(four_images(tmp_path)[1]), "--test_batch_size", "4"]
-    log, image, mask = through_test_robust_and_predict(run_cli, common, evaluation, tmp_path)
+    log, image, mask = through_test_robust_and_predict(cli_in_this_process, common, evaluation, tmp_path)
     assert "--np_pretrain_weights none" in log  # nothing read but the checkpoint
     image = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
