@@ -14,8 +14,8 @@ from imdlbenco_maskclip.datasets import OpenSDID
 from test_e2e_cli import REPO, run_cli
 
 CONFIG = str(REPO / "benco_configs" / "maskclip_demo.yaml")
-EPOCHS = "12"  # the demo trains 30; 12 keep the suite in its budget and still clear the bound
-SD15_PIXEL_F1_BOUND = 0.5  # seed 0 at 12 epochs gave .63: see docs/demo.md
+EPOCHS = "16"  # the demo trains 30; 16 keep the suite in its budget and clear the bound on every seed tried
+SD15_PIXEL_F1_BOUND = 0.45  # seeds 0, 1, 2 at 16 epochs gave .60, .67, .69: see docs/demo.md
 
 
 def all_ones_pixel_f1(source, size):
