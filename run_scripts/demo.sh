@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole flow on the embedded OpenSDID sample, on CPU in one process (a few minutes on two
+# The whole flow on the embedded OpenSDID sample, on CPU in one process (about 8 minutes on two
 # cores): train the tiny MaskCLIP from scratch, test it on the five sample splits, sweep blur
 # and JPEG on two splits, predict on image files. Settings: benco_configs/maskclip_demo.yaml. Output: ${OUT_DIR:-./demo_output}.
 set -euo pipefail

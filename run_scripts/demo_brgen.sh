@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tiny MaskCLIP trained on the embedded OpenSDID sample, then tested on the embedded BR-Gen
-# sample with the BR-Gen paper's protocol, on CPU in one process (a few minutes on two cores).
+# sample with the BR-Gen paper's protocol, on CPU in one process (its training step is
+# demo.sh's, about 6 minutes on two cores).
 # Prints Split A (GAN vs diffusion), Split B (background vs stuff) and the area table.
 # Settings: benco_configs/maskclip_demo.yaml. Output: ${OUT_DIR:-./demo_brgen_output}.
 # With CHECKPOINT=<a train --output_dir> the training step is skipped.
