@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_model import _count_cpu_attention, counted_flops, matmul_gflops, time_both_phases  # noqa: E402
+from bench_model import _count_cpu_attention, matmul_gflops, time_both_phases  # noqa: E402
 
 # Each model's flags for random weights, nothing read or downloaded, with its recipe's other
 # model flags (benco_configs/): MVSS-Net's edge mask and two streams, SparseViT's default blocks.
@@ -346,13 +346,8 @@ def model_figures(name: str, parquet: Path, folder: Path, args) -> dict:
         with torch.no_grad():
             model(**batch, if_predcit_label=True)
 
-    if args.flops_only:
-        model.train()
-        train_flops = counted_flops(train_step)
-        model.eval()
-        train_s, eval_s, eval_flops = None, None, counted_flops(eval_step)
-    else:
-        train_s, train_flops, eval_s, eval_flops = time_both_phases(model, train_step, eval_step, args.steps, device)
+    steps = 0 if args.flops_only else args.steps
+    train_s, train_flops, eval_s, eval_flops = time_both_phases(model, train_step, eval_step, steps, device)
     return {"train_s": train_s, "eval_s": eval_s, "train_gflop": train_flops / 1e9,
             "eval_gflop": eval_flops / 1e9, "trainable_m": sum(p.numel() for p in trainable) / 1e6}
 

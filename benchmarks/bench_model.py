@@ -149,11 +149,14 @@ def matmul_gflops(device: torch.device, seconds: float = 1.0, dtype: torch.dtype
 
 
 def time_both_phases(model, train_step, inference_step, steps: int, device: torch.device):
-    """(train s, train FLOPs, inference s, inference FLOPs): each step timed in its mode, then counted."""
+    """(train s, train FLOPs, inference s, inference FLOPs): each step timed in its mode, then
+    counted; with ``steps`` 0 only counted, its seconds None."""
     model.train()
-    train_seconds, train_flops = timed(train_step, steps, device)[0], counted_flops(train_step)
+    train_seconds = timed(train_step, steps, device)[0] if steps else None
+    train_flops = counted_flops(train_step)
     model.eval()
-    return train_seconds, train_flops, timed(inference_step, steps, device)[0], counted_flops(inference_step)
+    inference_seconds = timed(inference_step, steps, device)[0] if steps else None
+    return train_seconds, train_flops, inference_seconds, counted_flops(inference_step)
 
 
 def build(args, which: str, device: torch.device):

@@ -12,7 +12,9 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 
 def threads_per_test_process():
     """Each worker's share of the cores, at most 2: OpenMP teams that together ask for more
-    threads than there are cores spin against each other (a 35x slowdown measured on 2 cores)."""
+    threads than there are cores spin against each other (a 35x slowdown measured on 2 cores).
+    runtime.cpu_threads_per_process's rule, computed here because importing that module
+    imports torch, which must start after OMP_NUM_THREADS is set."""
     return max(1, min(2, len(os.sched_getaffinity(0)) // WORKERS))
 
 
